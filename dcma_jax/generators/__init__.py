@@ -1,0 +1,24 @@
+"""Conditional generators, one module a family; importing this package registers them all."""
+
+from dcma_jax.generators.base import (
+    Generator,
+    apply_batched,
+    generator_class,
+    init_params,
+    registered_names,
+)
+from dcma_jax.generators.discrete import BernoulliMLP
+from dcma_jax.generators.linear import BinaryGLM, LinearGaussian
+from dcma_jax.generators.mixture import MixtureDensityNetwork
+
+__all__ = [
+    "BernoulliMLP",
+    "BinaryGLM",
+    "Generator",
+    "LinearGaussian",
+    "MixtureDensityNetwork",
+    "apply_batched",
+    "generator_class",
+    "init_params",
+    "registered_names",
+]

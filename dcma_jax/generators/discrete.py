@@ -1,0 +1,34 @@
+"""Generators for binary nodes beyond the GLM: a Bernoulli network."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import ndtr
+
+from dcma_jax.generators.base import Generator
+from dcma_jax.generators.networks import MLP
+
+
+class BernoulliMLP(Generator):
+    """``P(x = 1 | c) = sigmoid(MLP(c))``; samples ``x = 1{Phi(z) < p(c)}``."""
+
+    registry_name: ClassVar[str] = "mdn"
+    kinds: ClassVar[tuple[str, ...]] = ("binary",)
+    noise_dim: ClassVar[int] = 1
+
+    hidden: Sequence[int] = (64, 64)
+
+    def setup(self) -> None:
+        self.net = MLP(tuple(self.hidden), 1)
+
+    def sample(self, noise: jax.Array, context: jax.Array) -> jax.Array:
+        prob = jax.nn.sigmoid(self.net(context))
+        return (ndtr(noise) < prob).astype(context.dtype)
+
+    def log_prob(self, x: jax.Array, context: jax.Array) -> jax.Array:
+        logit = self.net(context)
+        return jnp.sum(x * jax.nn.log_sigmoid(logit) + (1.0 - x) * jax.nn.log_sigmoid(-logit))
