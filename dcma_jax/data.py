@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -285,8 +285,10 @@ class MediationData:
         """
         if not isinstance(df, pd.DataFrame):
             raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
-        mediator_list = _check_roles(df, treatment, mediators, outcome, covariates, weights)
-        type_map = _check_types(types, [treatment, *mediator_list, outcome, *covariates])
+        mediator_list, covariate_list = _check_roles(
+            df, treatment, mediators, outcome, covariates, weights
+        )
+        type_map = _check_types(types, [treatment, *mediator_list, outcome, *covariate_list])
         _check_row_count(len(df), min_rows)
 
         t_var, t_codes = _encode_treatment(
@@ -297,9 +299,11 @@ class MediationData:
             var, col = _encode_numeric_role(df[name], name, "mediator", type_map.get(name))
             m_vars.append(var)
             m_cols.append(col)
-        y_var, y_codes = _encode_numeric_role(df[outcome], outcome, "outcome", type_map.get(outcome))
+        y_var, y_codes = _encode_numeric_role(
+            df[outcome], outcome, "outcome", type_map.get(outcome)
+        )
         x_names, x_cols = [], []
-        for name in covariates:
+        for name in covariate_list:
             names, cols = _encode_covariate(df[name], name, type_map.get(name))
             x_names.extend(names)
             x_cols.extend(cols)
@@ -508,6 +512,11 @@ def _fmt_list(values: Sequence[Any], limit: int = _MAX_SHOWN) -> str:
     return shown + (", ..." if len(values) > limit else "")
 
 
+def _count(mask: np.ndarray, noun: str) -> str:
+    k = int(mask.sum())
+    return f"{k} {noun}" + ("" if k == 1 else "s")
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (bool, int, float, np.number, np.bool_))
 
@@ -521,12 +530,14 @@ def _sorted_levels(values: Sequence[Any]) -> list[Any]:
         return sorted(plain, key=lambda v: (type(v).__name__, str(v)))
 
 
-def _check_roles(df, treatment, mediators, outcome, covariates, weights) -> list[str]:
+def _check_roles(
+    df: pd.DataFrame, treatment, mediators, outcome, covariates, weights
+) -> tuple[list[Any], list[Any]]:
     """Check that every named column exists, is unique in the data and has one role."""
-    if isinstance(mediators, str):
-        mediator_list = [mediators]
-    elif mediators is None:
+    if mediators is None:
         mediator_list = []
+    elif isinstance(mediators, str) or not isinstance(mediators, Iterable):
+        mediator_list = [mediators]
     else:
         mediator_list = list(mediators)
     if not mediator_list:
@@ -536,6 +547,7 @@ def _check_roles(df, treatment, mediators, outcome, covariates, weights) -> list
             f"covariates must be a list of column names, got the string {covariates!r}; "
             f"write covariates=[{covariates!r}]"
         )
+    covariates = [] if covariates is None else list(covariates)
     roles = [(treatment, "treatment"), *[(m, "mediator") for m in mediator_list]]
     roles += [(outcome, "outcome"), *[(c, "covariate") for c in covariates]]
     if weights is not None:
@@ -543,11 +555,15 @@ def _check_roles(df, treatment, mediators, outcome, covariates, weights) -> list
 
     available = list(df.columns)
     for name, role in roles:
+        if not isinstance(name, Hashable):
+            raise DataError(f"{role} must be a column name, got {type(name).__name__} {name!r}")
         if name not in df.columns:
             shown = ", ".join(repr(c) for c in available[:_MAX_COLUMNS_SHOWN])
-            more = f" and {len(available) - _MAX_COLUMNS_SHOWN} more" if (
-                len(available) > _MAX_COLUMNS_SHOWN
-            ) else ""
+            more = (
+                f" and {len(available) - _MAX_COLUMNS_SHOWN} more"
+                if (len(available) > _MAX_COLUMNS_SHOWN)
+                else ""
+            )
             raise DataError(
                 f"{role} column {name!r} is not in the data; available columns: "
                 f"{shown or '(none)'}{more}"
@@ -566,7 +582,7 @@ def _check_roles(df, treatment, mediators, outcome, covariates, weights) -> list
             raise DataError(
                 f"{role} column {name!r} appears {count} times in the data; names must be unique"
             )
-    return mediator_list
+    return mediator_list, covariates
 
 
 def _check_types(types: Mapping[str, str] | None, used: list[str]) -> dict[str, str]:
@@ -606,6 +622,7 @@ class _Column:
     nature: str  # "numeric" | "bool" | "text"
     values: np.ndarray  # float64 for numeric, object otherwise
     integer: bool  # numeric values are integers in the source
+    categorical: bool = False  # the source had a pandas category dtype
 
     def levels(self) -> list[Any]:
         if self.nature == "numeric":
@@ -619,7 +636,8 @@ class _Column:
 
 def _inspect(series: pd.Series, name: str, role: str) -> _Column:
     """Reject missing/infinite values and classify a column as numeric, bool or text."""
-    if isinstance(series.dtype, pd.CategoricalDtype):
+    categorical = isinstance(series.dtype, pd.CategoricalDtype)
+    if categorical:
         series = series.astype(object)
     missing = series.isna().to_numpy()
     if pd.api.types.is_bool_dtype(series.dtype):
@@ -632,15 +650,17 @@ def _inspect(series: pd.Series, name: str, role: str) -> _Column:
         missing = missing | np.isinf(numeric)
     if missing.any():
         raise DataError(
-            f"{role} column {name!r} has {int(missing.sum())} missing or infinite values "
+            f"{role} column {name!r} has {_count(missing, 'missing or infinite value')} "
             f"(first at row {int(np.argmax(missing))})"
         )
     if numeric is None:
-        return _Column(name, role, "bool", series.to_numpy(dtype=object), False)
+        return _Column(name, role, "bool", series.to_numpy(dtype=object), False, categorical)
     if pd.api.types.is_numeric_dtype(series.dtype) or not np.isnan(numeric).any():
         integer = bool(pd.api.types.is_integer_dtype(series.dtype))
-        return _Column(name, role, "numeric", numeric, integer)
-    return _Column(name, role, "text", series.to_numpy(dtype=object), False)
+        if categorical and np.all(numeric == np.round(numeric)):
+            integer = all(_is_number(v) and not isinstance(v, float) for v in series)
+        return _Column(name, role, "numeric", numeric, integer, categorical)
+    return _Column(name, role, "text", series.to_numpy(dtype=object), False, categorical)
 
 
 def _text_error(col: _Column, note: str = "") -> DataError:
@@ -701,9 +721,10 @@ def _encode_treatment(
         elif _is_number(value) and value == 0:
             problem = "it has no treated rows"
         else:
-            problem = "it has only one arm: no treated rows or no control rows"
-        raise DataError(f"treatment column {name!r} is constant (every row is {_fmt(value)}): "
-                        f"{problem}")
+            problem = "it has only one arm (no treated rows or no control rows)"
+        raise DataError(
+            f"treatment column {name!r} is constant (every row is {_fmt(value)}): {problem}"
+        )
     if len(levels) > 2:
         if declared == "binary":
             raise DataError(
@@ -716,13 +737,12 @@ def _encode_treatment(
             f"yet, only binary"
         )
     if treated_level is not None:
-        matches = [lv for lv in levels if lv == treated_level]
-        if not matches:
+        if not any(lv == treated_level for lv in levels):
             raise DataError(
                 f"treated_level {_fmt(treated_level)} is not a level of treatment column "
                 f"{name!r} (levels: {_fmt_list(levels)})"
             )
-        if matches[0] == levels[0] and not levels[1] == treated_level:
+        if levels[0] == treated_level:
             levels = [levels[1], levels[0]]
     return _binary(col, levels)
 
@@ -733,8 +753,7 @@ def _encode_numeric_role(
     """Encode a mediator or the outcome: binary or continuous."""
     if declared == "categorical":
         raise DataError(
-            f"{role} column {name!r} is declared categorical; a {role} must be binary or "
-            f"continuous"
+            f"{role} column {name!r} is declared categorical; a {role} must be binary or continuous"
         )
     col = _inspect(series, name, role)
     levels = col.levels()
@@ -762,7 +781,9 @@ def _encode_covariate(
     levels = col.levels()
     if len(levels) == 1:
         raise _constant_error(col, levels[0])
-    one_hot = declared == "categorical" or (declared is None and col.nature in ("text", "bool"))
+    one_hot = declared == "categorical" or (
+        declared is None and (col.categorical or col.nature in ("text", "bool"))
+    )
     if one_hot:
         if col.nature == "text" and len(levels) > 20 and len(levels) > len(col.values) // 2:
             raise DataError(
@@ -791,14 +812,14 @@ def _encode_covariate(
 
 def _weights(series: pd.Series, name: str) -> np.ndarray:
     col = _inspect(series, name, "weights")
-    if col.nature != "numeric":
-        raise _text_error(col) if col.nature == "text" else DataError(
-            f"weights column {name!r} is boolean; weights must be positive numbers"
-        )
+    if col.nature == "text":
+        raise _text_error(col)
+    if col.nature == "bool":
+        raise DataError(f"weights column {name!r} is boolean; weights must be positive numbers")
     bad = ~(col.values > 0)
     if bad.any():
         raise DataError(
-            f"weights column {name!r} has {int(bad.sum())} non-positive values "
+            f"weights column {name!r} has {_count(bad, 'non-positive value')} "
             f"(first at row {int(np.argmax(bad))}); weights must be positive and finite"
         )
     return col.values

@@ -27,6 +27,7 @@ The integrals are computed exactly on the pooled sorted sample :math:`a_1 \le \d
 :func:`cdf` and :func:`ks` are step functions of the sample, so their gradients are zero.
 """
 
+import math
 from collections.abc import Sequence
 
 import jax
@@ -77,7 +78,13 @@ def _pooled_cdf_gap(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array, j
     values, from_x = jax.lax.sort((values, from_x), num_keys=1)
     count_x = jnp.cumsum(from_x)[:-1]
     count_y = jnp.arange(1, n + m, dtype=jnp.int32) - count_x
-    gap = count_x.astype(dtype) / n - count_y.astype(dtype) / m
+    lcm = math.lcm(n, m)
+    if lcm < 2**31:
+        # Integer numerator over the common denominator: equal CDFs give a gap of exactly 0
+        # (two float quotients, which XLA may contract or turn into reciprocals, need not).
+        gap = (count_x * (lcm // n) - count_y * (lcm // m)).astype(dtype) / lcm
+    else:
+        gap = count_x.astype(dtype) / n - count_y.astype(dtype) / m
     width = jnp.diff(values)
     return gap, width, width > 0
 

@@ -12,37 +12,16 @@ bounded as the number of draws grows; only the returned samples scale with it.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from dcma_jax.generators.base import Generator, apply_batched
-from dcma_jax.graph import CausalGraph
+from dcma_jax.generators.base import apply_batched
+from dcma_jax.model import Model
 
 DEFAULT_CHUNK = 65_536
-
-
-@dataclasses.dataclass(frozen=True)
-class Model:
-    """Static structure of a mediation model: the graph and one generator per node.
-
-    Hashable, so it is a static argument of the jitted entry points. Parameters live apart,
-    as a tuple of per-node variable pytrees in node order (mediators, then outcome).
-    """
-
-    graph: CausalGraph
-    generators: tuple[Generator, ...]
-    num_covariates: int
-
-    def __post_init__(self) -> None:
-        if len(self.generators) != len(self.graph.nodes):
-            raise ValueError(
-                f"need {len(self.graph.nodes)} generators (one per node), "
-                f"got {len(self.generators)}"
-            )
 
 
 class Draws(NamedTuple):

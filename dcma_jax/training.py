@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from dcma_jax.data import MediationData
 from dcma_jax.generators.base import Generator, apply_batched, init_params
+from dcma_jax.model import Model, node_data
 
 
 class TrainingError(RuntimeError):
@@ -71,12 +75,21 @@ class _LoopState(NamedTuple):
     diverged: jax.Array
 
 
-def _mean_loss(module: Generator, params: Any, x: jax.Array, context: jax.Array) -> jax.Array:
-    return jnp.mean(apply_batched(module, "loss", params, x, context))
+def _mean_loss(
+    module: Generator, params: Any, x: jax.Array, context: jax.Array, weights: jax.Array
+) -> jax.Array:
+    """Weighted mean per-example loss ``sum_i w_i l_i / sum_i w_i``."""
+    losses = apply_batched(module, "loss", params, x, context)
+    return jnp.sum(weights * losses) / jnp.sum(weights)
 
 
 def _optimise(
-    module: Generator, config: TrainConfig, key: jax.Array, x: jax.Array, context: jax.Array
+    module: Generator,
+    config: TrainConfig,
+    key: jax.Array,
+    x: jax.Array,
+    context: jax.Array,
+    weights: jax.Array,
 ) -> tuple[Any, FitInfo]:
     """Adam with warm-up/cosine schedule, clipping and early stopping on a validation split."""
     n = x.shape[0]
@@ -96,13 +109,13 @@ def _optimise(
     init_key, split_key, epoch_key = jax.random.split(key, 3)
     order = jax.random.permutation(split_key, n)
     train_rows, val_rows = order[:n_train], order[n_train:]
-    x_val, c_val = x[val_rows], context[val_rows]
+    x_val, c_val, w_val = x[val_rows], context[val_rows], weights[val_rows]
     params = init_params(module, init_key, context.shape[1])
     loss_and_grad = jax.value_and_grad(functools.partial(_mean_loss, module))
 
     def minibatch_step(carry, rows):
         params, opt_state = carry
-        loss, grads = loss_and_grad(params, x[rows], context[rows])
+        loss, grads = loss_and_grad(params, x[rows], context[rows], weights[rows])
         updates, opt_state = optimiser.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
 
@@ -112,7 +125,7 @@ def _optimise(
         (params, opt_state), losses = jax.lax.scan(
             minibatch_step, (state.params, state.opt_state), batches
         )
-        val = _mean_loss(module, params, x_val, c_val)
+        val = _mean_loss(module, params, x_val, c_val, w_val)
         diverged = ~(jnp.all(jnp.isfinite(losses)) & jnp.isfinite(val))
         improved = (val < state.best_val) & ~diverged
         best_params = jax.tree.map(
@@ -149,13 +162,17 @@ def _optimise(
 
 
 def _fit_rows(
-    module: Generator, config: TrainConfig, key: jax.Array, x: jax.Array, context: jax.Array
+    module: Generator,
+    config: TrainConfig,
+    key: jax.Array,
+    x: jax.Array,
+    context: jax.Array,
+    weights: jax.Array,
 ) -> tuple[Any, FitInfo]:
-    """Fits one generator to ``(x, context)`` rows; closed form when the generator has one."""
-    weights = jnp.ones(x.shape[0], x.dtype)
+    """Fits one generator to weighted rows; closed form when the generator has one."""
     variables = module.closed_form(x, context, weights)
     if variables is None:
-        return _optimise(module, config, key, x, context)
+        return _optimise(module, config, key, x, context, weights)
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(variables)]))
     info = FitInfo(jnp.zeros((), jnp.int32), -jnp.inf * jnp.ones((), x.dtype), ~finite)
     return variables, info
@@ -163,7 +180,12 @@ def _fit_rows(
 
 @functools.partial(jax.jit, static_argnames=("module", "config"))
 def fit_generator(
-    module: Generator, config: TrainConfig, key: jax.Array, x: jax.Array, context: jax.Array
+    module: Generator,
+    config: TrainConfig,
+    key: jax.Array,
+    x: jax.Array,
+    context: jax.Array,
+    weights: jax.Array,
 ) -> tuple[Any, FitInfo]:
     """Fits one generator; jitted with the module and config static.
 
@@ -173,11 +195,12 @@ def fit_generator(
       key: PRNG key (initialisation, validation split, minibatch order).
       x: ``(n, 1)`` node values.
       context: ``(n, c)`` contexts.
+      weights: ``(n,)`` positive observation weights.
 
     Returns:
       ``(variables, FitInfo)``.
     """
-    return _fit_rows(module, config, key, x, context)
+    return _fit_rows(module, config, key, x, context, weights)
 
 
 @functools.partial(jax.jit, static_argnames=("module", "config"))
@@ -188,9 +211,82 @@ def fit_generator_replicates(
     rows: jax.Array,
     x: jax.Array,
     context: jax.Array,
+    weights: jax.Array,
 ) -> tuple[Any, FitInfo]:
     """Fits one generator to each row-resample in ``rows`` (``(B, n)`` indices) under one vmap.
 
     Returns variables and ``FitInfo`` with a leading replicate axis ``B``.
     """
-    return jax.vmap(lambda k, r: _fit_rows(module, config, k, x[r], context[r]))(keys, rows)
+
+    def one(key: jax.Array, r: jax.Array) -> tuple[Any, FitInfo]:
+        return _fit_rows(module, config, key, x[r], context[r], weights[r])
+
+    return jax.vmap(one)(keys, rows)
+
+
+
+def _check_finite(model: Model, infos: Sequence[FitInfo]) -> None:
+    """Raises :class:`TrainingError` naming the first node whose fit diverged."""
+    for node, generator, info in zip(model.graph.nodes, model.generators, infos, strict=True):
+        diverged = np.asarray(info.diverged)
+        if diverged.any():
+            where = f" in {int(diverged.sum())} of {diverged.size} bootstrap replicates"
+            raise TrainingError(
+                f"training of node {node.name!r} ({type(generator).__name__}) diverged: "
+                f"the loss became NaN or infinite{where if diverged.ndim else ''}; "
+                "lower the learning rate or check the data"
+            )
+
+
+def fit_model(
+    model: Model, data: MediationData, key: jax.Array, config: TrainConfig = TrainConfig()
+) -> tuple[tuple[Any, ...], tuple[FitInfo, ...]]:
+    """Fits every node's generator to the observed rows.
+
+    Returns:
+      ``(params, infos)``: per-node variables and fit diagnostics, in node order.
+
+    Raises:
+      TrainingError: a node's loss became NaN or infinite.
+    """
+    weights = jnp.asarray(data.weights, jnp.float32)
+    keys = jax.random.split(key, len(model.generators))
+    fits = [
+        fit_generator(generator, config, k, x, context, weights)
+        for generator, k, (x, context) in zip(
+            model.generators, keys, node_data(model, data), strict=True
+        )
+    ]
+    params, infos = tuple(f[0] for f in fits), tuple(f[1] for f in fits)
+    _check_finite(model, infos)
+    return params, infos
+
+
+def fit_model_replicates(
+    model: Model,
+    data: MediationData,
+    key: jax.Array,
+    rows: jax.Array,
+    config: TrainConfig = TrainConfig(),
+) -> tuple[tuple[Any, ...], tuple[FitInfo, ...]]:
+    """Fits every node on each bootstrap resample ``rows`` (``(B, n)``), vmapped over ``B``.
+
+    Returns:
+      Per-node variables and diagnostics with a leading replicate axis.
+
+    Raises:
+      TrainingError: a node diverged in any replicate.
+    """
+    weights = jnp.asarray(data.weights, jnp.float32)
+    node_keys = jax.random.split(key, len(model.generators))
+    fits = [
+        fit_generator_replicates(
+            generator, config, jax.random.split(k, rows.shape[0]), rows, x, context, weights
+        )
+        for generator, k, (x, context) in zip(
+            model.generators, node_keys, node_data(model, data), strict=True
+        )
+    ]
+    params, infos = tuple(f[0] for f in fits), tuple(f[1] for f in fits)
+    _check_finite(model, infos)
+    return params, infos

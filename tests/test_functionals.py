@@ -8,12 +8,12 @@ import scipy.stats
 
 from dcma_jax import functionals as F
 
-# Tolerances. Samples are drawn as float32, and references are computed in float64 on the same
+# Tolerances. Samples are drawn as float32 and the references are computed in float64 on the same
 # float32 values, so the only discrepancy is float32 arithmetic in jax (eps ~ 1.2e-7). The
-# distances are sums of up to ~200 O(1) terms, whose rounding error grows at worst like
-# N * eps ~ 2.4e-5 relative and typically like sqrt(N) * eps ~ 2e-6; rtol=2e-5 covers that with
-# margin while still catching any off-by-one in a CDF count (an error >= 1/N ~ 5e-3).
-# atol=1e-6 covers values that are exactly zero in exact arithmetic.
+# distances are sums of up to ~170 O(1) terms, whose rounding error is at worst ~N * eps ~ 2e-5
+# relative and typically ~sqrt(N) * eps ~ 2e-6; rtol=2e-5 covers that, while an off-by-one in any
+# CDF count (an error >= 1/N ~ 6e-3 in a gap) would still fail by orders of magnitude.
+# atol=1e-6 covers quantities that are exactly zero in exact arithmetic.
 RTOL, ATOL = 2e-5, 1e-6
 
 
@@ -26,24 +26,28 @@ def _ints(seed, size, high):
     return np.random.default_rng(seed).integers(0, high, size).astype(np.float32)
 
 
-# Pairs (x, y): equal and unequal sizes, shifted/scaled, heavy ties, identical values shared
-# across arms, singletons, constant samples, and identical samples.
+def _f64(a):
+    return np.asarray(a, np.float64)
+
+
+# Pairs (x, y): equal and unequal sizes, shifted/scaled laws, heavy ties, values repeated across
+# arms, singletons, constant samples with equal CDFs, identical samples. Sizes are shared between
+# pairs where possible, because every new shape costs a compilation.
 PAIRS = {
-    "equal": (_normal(0, 50), _normal(1, 50, 0.3, 1.5)),
+    "equal": (_normal(0, 40), _normal(1, 40, 0.3, 1.5)),
     "unequal": (_normal(2, 37), _normal(3, 53, -0.5, 0.7)),
     "unequal_far": (_normal(4, 11), _normal(5, 120, 4.0, 2.0)),
     "ties_equal": (_ints(6, 40, 5), _ints(7, 40, 6)),
-    "ties_unequal": (_ints(8, 23, 4), _ints(9, 61, 7)),
+    "ties_unequal": (_ints(8, 37, 4), _ints(9, 53, 7)),
     "repeated_across": (
         np.array([1.0, 1.0, 2.0, 2.0, 2.0, 5.0], np.float32),
         np.array([2.0, 2.0, 5.0, 5.0, 1.0], np.float32),
     ),
+    "constant": (np.full(6, 3.0, np.float32), np.full(5, 3.0, np.float32)),
     "singletons": (np.array([0.5], np.float32), np.array([-1.25], np.float32)),
     "single_vs_many": (np.array([0.0], np.float32), _normal(10, 17)),
-    "constant": (np.full(9, 3.0, np.float32), np.full(4, 3.0, np.float32)),
-    "identical": (_normal(11, 30), _normal(11, 30)),
+    "identical": (_normal(11, 40), _normal(11, 40)),
 }
-PAIR_IDS = list(PAIRS)
 SAMPLES = {
     "normal": _normal(20, 101),
     "small": _normal(21, 4),
@@ -54,56 +58,86 @@ SAMPLES = {
 LEVELS = (0.0, 0.01, 0.1, 0.25, 0.3, 0.5, 0.7, 0.75, 0.9, 0.99, 1.0)
 
 
-def _maybe_jit(fn, jit, **kwargs):
-    return jax.jit(fn, **kwargs) if jit else fn
+# Everything the tests evaluate is jitted once here, several functionals to a program, so that
+# compilations are shared between tests: eager jax compiles each primitive separately for each
+# new shape (~1 s per distance call on CPU). test_jit_equals_eager covers the eager path.
+def _all_distances(x, y):
+    return {name: fn(x, y) for name, fn in F.DISTANCES.items()}
+
+
+def _all_scalars(x, points):
+    return F.mean(x), F.quantile(x, LEVELS), F.cdf(x, points)
+
+
+def _grads(x, y):
+    return {
+        name: jax.grad(F.DISTANCES[name], argnums=(0, 1))(x, y)
+        for name in ("wasserstein", "energy")
+    }
+
+
+DISTANCES = jax.jit(_all_distances)
+SCALARS = jax.jit(_all_scalars)
+GRADS = jax.jit(_grads)
 
 
 def _energy_bruteforce(x, y):
     """2 E|X-Y| - E|X-X'| - E|Y-Y'| over all pairs (V-statistic), in float64."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    x, y = _f64(x), _f64(y)
     exy = np.abs(x[:, None] - y[None, :]).mean()
     exx = np.abs(x[:, None] - x[None, :]).mean()
     eyy = np.abs(y[:, None] - y[None, :]).mean()
     return 2 * exy - exx - eyy
 
 
-def _f64(a):
-    return np.asarray(a, np.float64)
+def _references(x, y):
+    x, y = _f64(x), _f64(y)
+    return {
+        "wasserstein": scipy.stats.wasserstein_distance(x, y),
+        # scipy returns sqrt(2 * int (F - G)^2); ours is the unrooted energy distance.
+        "energy": scipy.stats.energy_distance(x, y) ** 2,
+        "ks": scipy.stats.ks_2samp(x, y).statistic,
+    }
 
 
 # --- scalar functionals -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("jit", [False, True])
 @pytest.mark.parametrize("name", list(SAMPLES))
-def test_mean(name, jit):
+def test_scalar_functionals_match_numpy(name):
     x = SAMPLES[name]
-    np.testing.assert_allclose(_maybe_jit(F.mean, jit)(x), _f64(x).mean(), rtol=RTOL, atol=ATOL)
+    # cdf at every sample value (the jumps, where side="right" matters), between them, and
+    # outside the range.
+    points = np.concatenate([x, x + 0.5, [-1e6, 1e6]]).astype(np.float32)
+    mean, quantiles, cdf = SCALARS(x, points)
+    np.testing.assert_allclose(mean, _f64(x).mean(), rtol=RTOL, atol=ATOL)
+    assert quantiles.shape == (len(LEVELS),)
+    np.testing.assert_allclose(quantiles, np.quantile(_f64(x), LEVELS), rtol=RTOL, atol=ATOL)
+    counted = (_f64(x)[None, :] <= _f64(points)[:, None]).mean(axis=1)
+    np.testing.assert_allclose(cdf, counted, rtol=RTOL, atol=ATOL)
+    if name == "normal":
+        # n = 101, so level k / 100 is order statistic k: no interpolation, exact equality.
+        order_stats = [round(100 * q) for q in LEVELS]
+        np.testing.assert_array_equal(quantiles, np.sort(x)[order_stats])
 
 
-@pytest.mark.parametrize("jit", [False, True])
-@pytest.mark.parametrize("name", list(SAMPLES))
-def test_quantile_matches_numpy_linear(name, jit):
-    x = SAMPLES[name]
-    got = _maybe_jit(F.quantile, jit, static_argnums=1)(x, LEVELS)
-    assert got.shape == (len(LEVELS),)
-    np.testing.assert_allclose(got, np.quantile(_f64(x), LEVELS), rtol=RTOL, atol=ATOL)
+def test_quantile_and_cdf_shapes_and_traced_levels():
+    x = SAMPLES["small"]
 
+    @jax.jit
+    def run(x, levels):
+        return (
+            F.quantile(x, 0.5),
+            F.quantile(x, ((0.1, 0.2), (0.3, 0.4))),
+            F.quantile(x, levels),
+            F.cdf(x, 0.0),
+            F.cdf(x, jnp.zeros((2, 3))),
+        )
 
-def test_quantile_endpoints_are_exact_order_statistics():
-    x = SAMPLES["normal"]
-    got = np.asarray(F.quantile(x, (0.0, 0.5, 1.0)))
-    # n = 101, so every level hits an order statistic: no interpolation, no rounding at all.
-    assert got[0] == x.min() and got[1] == np.median(x) and got[2] == x.max()
-
-
-def test_quantile_shapes_and_traced_levels():
-    x = SAMPLES["normal"]
-    assert F.quantile(x, 0.5).shape == ()
-    assert F.quantile(x, np.array([[0.1, 0.2], [0.3, 0.4]])).shape == (2, 2)
-    levels = jnp.asarray(LEVELS)
-    traced = jax.jit(F.quantile)(x, levels)
-    np.testing.assert_allclose(traced, np.quantile(_f64(x), LEVELS), rtol=RTOL, atol=ATOL)
+    scalar_q, matrix_q, traced_q, scalar_cdf, matrix_cdf = run(x, jnp.asarray(LEVELS))
+    assert scalar_q.shape == () and matrix_q.shape == (2, 2)
+    assert scalar_cdf.shape == () and matrix_cdf.shape == (2, 3)
+    np.testing.assert_allclose(traced_q, np.quantile(_f64(x), LEVELS), rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize("levels", [(-0.1, 0.5), (0.5, 1.2), 2.0])
@@ -113,95 +147,80 @@ def test_quantile_rejects_levels_outside_unit_interval(levels):
 
 
 def test_quantile_gradient_is_interpolation_weights():
-    x = SAMPLES["small"]  # n = 4: level 0.5 sits halfway between order statistics 1 and 2
-    grad = np.asarray(jax.grad(lambda s: F.quantile(s, 0.5))(x))
+    x = SAMPLES["small"]  # n = 4: level 0.5 sits halfway between order statistics 1 and 2.
+    grad = np.asarray(jax.jit(jax.grad(lambda s: F.quantile(s, 0.5)))(x))
     order = np.argsort(x)
     expected = np.zeros(4)
     expected[order[1]] = expected[order[2]] = 0.5
     np.testing.assert_allclose(grad, expected, rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("jit", [False, True])
-@pytest.mark.parametrize("name", list(SAMPLES))
-def test_cdf_matches_counting(name, jit):
-    x = SAMPLES[name]
-    # Evaluate at every sample value (the jumps, where side="right" matters), between them, and
-    # outside the range.
-    points = np.concatenate([x, x + 0.5, [-1e6, 1e6]]).astype(np.float32)
-    expected = (_f64(x)[None, :] <= _f64(points)[:, None]).mean(axis=1)
-    got = _maybe_jit(F.cdf, jit)(x, points)
-    np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
-    assert F.cdf(x, np.float32(0.0)).shape == ()
-
-
 # --- distances ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("jit", [False, True])
-@pytest.mark.parametrize("pair", PAIR_IDS)
-def test_wasserstein_matches_scipy(pair, jit):
+@pytest.mark.parametrize("pair", list(PAIRS))
+def test_distances_match_scipy(pair):
     x, y = PAIRS[pair]
-    got = _maybe_jit(F.wasserstein, jit)(x, y)
-    expected = scipy.stats.wasserstein_distance(_f64(x), _f64(y))
-    np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
+    got, expected = DISTANCES(x, y), _references(x, y)
+    for name in F.DISTANCE_FUNCTIONALS:
+        np.testing.assert_allclose(got[name], expected[name], rtol=RTOL, atol=ATOL, err_msg=name)
+    np.testing.assert_allclose(got["energy"], _energy_bruteforce(x, y), rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize("pair", ["equal", "ties_equal", "identical"])
 def test_wasserstein_equal_size_shortcut_equals_pooled_integral(pair):
     x, y = PAIRS[pair]
-    gap, width, _ = F._pooled_cdf_gap(jnp.asarray(x), jnp.asarray(y))
-    pooled = jnp.sum(jnp.abs(gap) * width)
+
+    @jax.jit
+    def pooled(x, y):
+        gap, width, _ = F._pooled_cdf_gap(x, y)
+        return jnp.sum(jnp.abs(gap) * width)
+
     sorted_gap = np.abs(np.sort(_f64(x)) - np.sort(_f64(y))).mean()
-    np.testing.assert_allclose(pooled, sorted_gap, rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(F.wasserstein(x, y), sorted_gap, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(pooled(x, y), sorted_gap, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(DISTANCES(x, y)["wasserstein"], sorted_gap, rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("jit", [False, True])
-@pytest.mark.parametrize("pair", PAIR_IDS)
-def test_energy_matches_scipy_squared_and_bruteforce(pair, jit):
-    x, y = PAIRS[pair]
-    got = _maybe_jit(F.energy, jit)(x, y)
-    # scipy returns sqrt(2 * int (F - G)^2); ours is the unrooted energy distance.
-    scipy_squared = scipy.stats.energy_distance(_f64(x), _f64(y)) ** 2
-    np.testing.assert_allclose(got, scipy_squared, rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(got, _energy_bruteforce(x, y), rtol=RTOL, atol=ATOL)
-
-
-@pytest.mark.parametrize("jit", [False, True])
-@pytest.mark.parametrize("pair", PAIR_IDS)
-def test_ks_matches_scipy(pair, jit):
-    x, y = PAIRS[pair]
-    got = _maybe_jit(F.ks, jit)(x, y)
-    expected = scipy.stats.ks_2samp(_f64(x), _f64(y)).statistic
-    np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
-
-
-@pytest.mark.parametrize("name", F.DISTANCE_FUNCTIONALS)
-def test_distance_properties(name):
-    dist = F.DISTANCES[name]
+def test_distance_properties():
     x, y = PAIRS["unequal"]
-    assert float(dist(x, x)) == 0.0
-    np.testing.assert_allclose(dist(x, y), dist(y, x), rtol=RTOL, atol=ATOL)
-    assert float(dist(x, y)) > 0.0
-    # Location shift: W1 = |shift| exactly, KS = 1 and energy = 2 |shift| - E|X-X'| - E|Y-Y'|
-    # once the supports separate.
-    shifted = x + 100.0
-    if name == "wasserstein":
-        np.testing.assert_allclose(dist(x, shifted), 100.0, rtol=RTOL)
-    if name == "ks":
-        assert float(dist(x, shifted)) == 1.0
+    forward, backward = DISTANCES(x, y), DISTANCES(y, x)
+    for name in F.DISTANCE_FUNCTIONALS:
+        assert float(forward[name]) > 0.0
+        np.testing.assert_allclose(forward[name], backward[name], rtol=RTOL, atol=ATOL)
+    # Equal empirical laws give exactly zero, for equal and for unequal sizes.
+    for pair in ("identical", "constant"):
+        for name, value in DISTANCES(*PAIRS[pair]).items():
+            assert float(value) == 0.0, (pair, name)
+    # A shift that separates the supports: W1 = shift and KS = 1.
+    shifted = DISTANCES(y + 100.0, x)
+    np.testing.assert_allclose(shifted["wasserstein"], 100.0 + y.mean() - x.mean(), rtol=RTOL)
+    assert float(shifted["ks"]) == 1.0
 
 
-@pytest.mark.parametrize("name", F.DISTANCE_FUNCTIONALS)
-def test_distances_accept_integer_samples(name):
+def test_distances_accept_integer_samples():
     x, y = PAIRS["ties_unequal"]
-    got = F.DISTANCES[name](x.astype(np.int32), y.astype(np.int32))
-    assert jnp.issubdtype(got.dtype, jnp.floating)
-    np.testing.assert_allclose(got, F.DISTANCES[name](x, y), rtol=RTOL, atol=ATOL)
+    got, expected = DISTANCES(x.astype(np.int32), y.astype(np.int32)), DISTANCES(x, y)
+    for name in F.DISTANCE_FUNCTIONALS:
+        assert jnp.issubdtype(got[name].dtype, jnp.floating)
+        np.testing.assert_allclose(got[name], expected[name], rtol=RTOL, atol=ATOL)
+
+
+def test_jit_equals_eager():
+    # The same float32 program either way, but XLA fuses the jitted one, so compare with a
+    # tolerance rather than bitwise.
+    x, y = PAIRS["ties_unequal"]
+    jitted = DISTANCES(x, y)
+    for name, fn in F.DISTANCES.items():
+        np.testing.assert_allclose(fn(x, y), jitted[name], rtol=RTOL, atol=ATOL, err_msg=name)
+    x = SAMPLES["ties"]
+    for eager, jitted in zip(_all_scalars(x, x), SCALARS(x, x), strict=True):
+        np.testing.assert_allclose(eager, jitted, rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize(
-    "fn", [F.mean, lambda x: F.quantile(x, 0.5), lambda x: F.cdf(x, 0.0)], ids=["mean", "q", "cdf"]
+    "fn",
+    [F.mean, lambda x: F.quantile(x, 0.5), lambda x: F.cdf(x, 0.0)],
+    ids=["mean", "quantile", "cdf"],
 )
 @pytest.mark.parametrize("bad", [np.zeros((3, 4), np.float32), np.zeros(0, np.float32)])
 def test_scalar_functionals_reject_bad_shapes(fn, bad):
@@ -216,37 +235,35 @@ def test_distances_reject_bad_shapes(name):
         F.DISTANCES[name](x, np.stack([x, x]))
 
 
-# --- batching -----------------------------------------------------------------------------------
+# --- batching and compilation -------------------------------------------------------------------
 
 
-ARMS_X = np.random.default_rng(30).normal(0.0, 1.0, (6, 40)).astype(np.float32)
-ARMS_Y = np.random.default_rng(31).normal(0.5, 1.3, (6, 25)).astype(np.float32)
+ARMS_X = np.random.default_rng(30).normal(0.0, 1.0, (6, 37)).astype(np.float32)
+ARMS_Y = np.random.default_rng(31).normal(0.5, 1.3, (6, 53)).astype(np.float32)
 
 
-@pytest.mark.parametrize("name", F.DISTANCE_FUNCTIONALS)
-def test_distances_vmap_over_arms_equals_loop(name):
-    dist = F.DISTANCES[name]
-    batched = jax.jit(jax.vmap(dist))(ARMS_X, ARMS_Y)
-    looped = np.array([dist(x, y) for x, y in zip(ARMS_X, ARMS_Y, strict=True)])
-    assert batched.shape == (6,)
-    np.testing.assert_allclose(batched, looped, rtol=RTOL, atol=ATOL)
+def test_distances_vmap_over_arms_equals_loop():
+    batched = jax.jit(jax.vmap(_all_distances))(ARMS_X, ARMS_Y)
     # One reference sample against every arm, as the effects layer does.
-    against_one = jax.vmap(dist, in_axes=(0, None))(ARMS_X, ARMS_Y[0])
-    looped_one = np.array([dist(x, ARMS_Y[0]) for x in ARMS_X])
-    np.testing.assert_allclose(against_one, looped_one, rtol=RTOL, atol=ATOL)
+    against_one = jax.jit(jax.vmap(_all_distances, in_axes=(0, None)))(ARMS_X, ARMS_Y[0])
+    for arm in range(len(ARMS_X)):
+        looped = DISTANCES(ARMS_X[arm], ARMS_Y[arm])
+        looped_one = DISTANCES(ARMS_X[arm], ARMS_Y[0])
+        for name in F.DISTANCE_FUNCTIONALS:
+            assert batched[name].shape == (len(ARMS_X),)
+            np.testing.assert_allclose(batched[name][arm], looped[name], rtol=RTOL, atol=ATOL)
+            np.testing.assert_allclose(
+                against_one[name][arm], looped_one[name], rtol=RTOL, atol=ATOL
+            )
 
 
 def test_scalar_functionals_vmap_over_arms_equals_loop():
-    points = np.linspace(-2.0, 2.0, 9, dtype=np.float32)
-    summaries = jax.vmap(lambda x: (F.mean(x), F.quantile(x, LEVELS), F.cdf(x, points)))
-    batched = jax.jit(summaries)(ARMS_X)
-    assert batched[0].shape == (6,)
-    assert batched[1].shape == (6, len(LEVELS))
-    assert batched[2].shape == (6, len(points))
+    points = ARMS_X[0]
+    batched = jax.jit(jax.vmap(_all_scalars, in_axes=(0, None)))(ARMS_X, points)
+    assert [b.shape for b in batched] == [(6,), (6, len(LEVELS)), (6, len(points))]
     for arm, x in enumerate(ARMS_X):
-        np.testing.assert_allclose(batched[0][arm], F.mean(x), rtol=RTOL, atol=ATOL)
-        np.testing.assert_allclose(batched[1][arm], F.quantile(x, LEVELS), rtol=RTOL, atol=ATOL)
-        np.testing.assert_allclose(batched[2][arm], F.cdf(x, points), rtol=RTOL, atol=ATOL)
+        for got, looped in zip(batched, SCALARS(x, points), strict=True):
+            np.testing.assert_allclose(got[arm], looped, rtol=RTOL, atol=ATOL)
 
 
 def test_jitted_distance_does_not_retrace():
@@ -266,20 +283,21 @@ def test_jitted_distance_does_not_retrace():
 # --- gradients ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("jit", [False, True])
-def test_wasserstein_grad_equal_sizes_is_analytic(jit):
+def test_wasserstein_grad_equal_sizes_is_analytic():
     x, y = PAIRS["equal"]
-    grad = _maybe_jit(jax.grad(F.wasserstein), jit)(x, y)
+    grad_x, grad_y = GRADS(x, y)["wasserstein"]
     # dW1/dx_(i) = sign(x_(i) - y_(i)) / n, permuted back to the original order of x.
     n = x.shape[0]
-    order = np.argsort(x)
-    expected = np.empty(n)
-    expected[order] = np.sign(np.sort(_f64(x)) - np.sort(_f64(y))) / n
-    np.testing.assert_allclose(grad, expected, rtol=RTOL, atol=ATOL)
+    sign = np.sign(np.sort(_f64(x)) - np.sort(_f64(y)))
+    expected_x, expected_y = np.empty(n), np.empty(n)
+    expected_x[np.argsort(x)] = sign / n
+    expected_y[np.argsort(y)] = -sign / n
+    np.testing.assert_allclose(grad_x, expected_x, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(grad_y, expected_y, rtol=RTOL, atol=ATOL)
 
 
-def _sign_grad_energy(x, y):
-    """Analytic d/dx_i of the brute-force energy distance (valid without ties)."""
+def _energy_grad_x(x, y):
+    """d/dx_i of the brute-force energy distance (valid without ties)."""
     x, y = _f64(x), _f64(y)
     n, m = len(x), len(y)
     cross = np.sign(x[:, None] - y[None, :]).sum(axis=1) * 2 / (n * m)
@@ -290,38 +308,37 @@ def _sign_grad_energy(x, y):
 @pytest.mark.parametrize("pair", ["equal", "unequal", "unequal_far"])
 def test_energy_grad_matches_analytic(pair):
     x, y = PAIRS[pair]
-    grad = jax.jit(jax.grad(F.energy))(x, y)
-    np.testing.assert_allclose(grad, _sign_grad_energy(x, y), rtol=RTOL, atol=ATOL)
+    grad_x, grad_y = GRADS(x, y)["energy"]
+    np.testing.assert_allclose(grad_x, _energy_grad_x(x, y), rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(grad_y, _energy_grad_x(y, x), rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize("pair", ["unequal", "unequal_far"])
 def test_wasserstein_grad_unequal_sizes_matches_finite_differences(pair):
     x, y = PAIRS[pair]
-    grad = jax.jit(jax.grad(F.wasserstein))(x, y)
-    # W1 is piecewise linear in x, so a central difference in float64 is exact while the step
-    # does not reorder the pooled sample (min spacing of these samples is far above 1e-7).
+    grad_x, _ = GRADS(x, y)["wasserstein"]
+    # W1 is piecewise linear in x, so a float64 central difference is exact up to rounding as
+    # long as the step does not reorder the pooled sample (checked: min spacing > 10 * eps).
     eps = 1e-7
     x64, y64 = _f64(x), _f64(y)
-    pooled = np.sort(np.concatenate([x64, y64]))
-    assert np.diff(pooled).min() > 100 * eps
+    assert np.diff(np.sort(np.concatenate([x64, y64]))).min() > 10 * eps
     fd = np.empty_like(x64)
     for i in range(len(x64)):
         up, down = x64.copy(), x64.copy()
         up[i] += eps
         down[i] -= eps
-        fd[i] = (
-            scipy.stats.wasserstein_distance(up, y64) - scipy.stats.wasserstein_distance(down, y64)
-        ) / (2 * eps)
-    np.testing.assert_allclose(grad, fd, rtol=RTOL, atol=ATOL)
+        w_up = scipy.stats.wasserstein_distance(up, y64)
+        w_down = scipy.stats.wasserstein_distance(down, y64)
+        fd[i] = (w_up - w_down) / (2 * eps)
+    np.testing.assert_allclose(grad_x, fd, rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("name", ["wasserstein", "energy"])
-@pytest.mark.parametrize("pair", PAIR_IDS)
-def test_distance_grads_are_finite_even_with_ties(name, pair):
+@pytest.mark.parametrize("pair", ["ties_equal", "ties_unequal", "repeated_across", "constant"])
+def test_distance_grads_are_finite_with_ties(pair):
     x, y = PAIRS[pair]
-    gx, gy = jax.grad(F.DISTANCES[name], argnums=(0, 1))(x, y)
-    assert np.all(np.isfinite(gx)) and np.all(np.isfinite(gy))
-    assert gx.shape == x.shape and gy.shape == y.shape
+    for name, (grad_x, grad_y) in GRADS(x, y).items():
+        assert grad_x.shape == x.shape and grad_y.shape == y.shape
+        assert np.all(np.isfinite(grad_x)) and np.all(np.isfinite(grad_y)), name
 
 
 # --- registry -----------------------------------------------------------------------------------

@@ -1,0 +1,64 @@
+"""dcma_jax: distributional causal mediation analysis in JAX.
+
+Learn a conditional generator for every mediator and the outcome, rebuild interventional
+outcome distributions Y(a, M(a')) by a compiled Monte Carlo core, and report direct and
+indirect effects on means, quantiles, CDFs and distances, with bootstrap intervals.
+"""
+
+from dcma_jax.data import DataError, MediationData, Variable
+from dcma_jax.datasets import DEFAULT_STUDY, SyntheticStudy, load_default_study
+from dcma_jax.estimands import Estimands, FunctionalSpec, natural_effects
+from dcma_jax.functionals import cdf, energy, ks, mean, quantile, wasserstein
+from dcma_jax.generators import (
+    BernoulliMLP,
+    BinaryGLM,
+    Generator,
+    LinearGaussian,
+    MixtureDensityNetwork,
+    generator_class,
+    registered_names,
+)
+from dcma_jax.graph import CausalGraph
+from dcma_jax.inference import analyze
+from dcma_jax.model import Model, build_model
+from dcma_jax.results import MediationResult
+from dcma_jax.simulate import Draws, simulate
+from dcma_jax.training import TrainConfig, TrainingError, fit_model, fit_model_replicates
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_STUDY",
+    "BernoulliMLP",
+    "BinaryGLM",
+    "CausalGraph",
+    "DataError",
+    "Draws",
+    "Estimands",
+    "FunctionalSpec",
+    "Generator",
+    "LinearGaussian",
+    "MediationData",
+    "MediationResult",
+    "MixtureDensityNetwork",
+    "Model",
+    "SyntheticStudy",
+    "TrainConfig",
+    "TrainingError",
+    "Variable",
+    "analyze",
+    "build_model",
+    "cdf",
+    "energy",
+    "fit_model",
+    "fit_model_replicates",
+    "generator_class",
+    "ks",
+    "load_default_study",
+    "mean",
+    "natural_effects",
+    "quantile",
+    "registered_names",
+    "simulate",
+    "wasserstein",
+]

@@ -1,0 +1,101 @@
+r"""Synthetic studies: structural causal models with known interventional truths.
+
+A :class:`SyntheticStudy` is an SCM with one binary treatment and one mediator block:
+
+    X ~ P(X),  A ~ Bernoulli(pi(X)),  M = f_M(A, X, eps_M),  Y = f_Y(A, M, X, eps_Y).
+
+Its true effects come from the structural equations themselves: the arms Y(a, M(a')) are
+simulated from the *population* covariate distribution with the same ``(X, eps_M, eps_Y)``
+across arms, and every functional is evaluated on them with the same code that evaluates the
+estimates, so estimate and truth are defined identically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from dcma_jax.estimands import Estimands, FunctionalSpec, effect_rows, effect_values
+
+Covariates = Mapping[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticStudy:
+    """An SCM with one binary treatment ``A``, mediators ``M`` and an outcome ``Y``.
+
+    Attributes:
+      name: short identifier.
+      description: one paragraph for reports.
+      mediators: mediator column names (in causal order).
+      covariates: covariate column names, as they appear in the data frame.
+      sample_covariates: ``(rng, n) -> {name: (n,) array}``.
+      propensity: ``covariates -> P(A = 1 | X)``, ``(n,)``.
+      mediator_model: ``(a (n,), covariates, noise (n, k)) -> (n, k)`` mediator values.
+      outcome_model: ``(a (n,), m (n, k), covariates, noise (n,)) -> (n,)``.
+    """
+
+    name: str
+    description: str
+    mediators: tuple[str, ...]
+    covariates: tuple[str, ...]
+    sample_covariates: Callable[[np.random.Generator, int], Covariates]
+    propensity: Callable[[Covariates], np.ndarray]
+    mediator_model: Callable[[np.ndarray, Covariates, np.ndarray], np.ndarray]
+    outcome_model: Callable[[np.ndarray, np.ndarray, Covariates, np.ndarray], np.ndarray]
+    treatment: str = "A"
+    outcome: str = "Y"
+
+    def observational(self, seed: int, n: int) -> pd.DataFrame:
+        """``n`` observational rows drawn from the SCM."""
+        rng = np.random.default_rng(seed)
+        cov = self.sample_covariates(rng, n)
+        a = (rng.uniform(size=n) < self.propensity(cov)).astype(np.int64)
+        m = self.mediator_model(a, cov, rng.standard_normal((n, len(self.mediators))))
+        y = self.outcome_model(a, m, cov, rng.standard_normal(n))
+        frame = {name: cov[name] for name in self.covariates}
+        frame[self.treatment] = a
+        frame.update({name: m[:, j] for j, name in enumerate(self.mediators)})
+        frame[self.outcome] = y
+        return pd.DataFrame(frame)
+
+    def arm_outcomes(self, seed: int, n: int, arms: np.ndarray) -> np.ndarray:
+        """Y under each arm ``(a; a_1..a_k)`` with shared covariates and noise: ``(n_arms, n)``.
+
+        Mediators of an arm are drawn jointly (as a block) under ``arms[:, 1]``; arms must
+        assign the same value to every mediator.
+        """
+        arms = np.asarray(arms, np.float64)
+        if not np.all(arms[:, 1:] == arms[:, 1:2]):
+            raise ValueError("synthetic truths support one mediator block: equal a_j per arm")
+        rng = np.random.default_rng(seed)
+        cov = self.sample_covariates(rng, n)
+        eps_m = rng.standard_normal((n, len(self.mediators)))
+        eps_y = rng.standard_normal(n)
+        out = []
+        for arm in arms:
+            m = self.mediator_model(np.full(n, arm[1]), cov, eps_m)
+            out.append(self.outcome_model(np.full(n, arm[0]), m, cov, eps_y))
+        return np.stack(out)
+
+    def true_effects(
+        self,
+        estimands: Estimands,
+        spec: FunctionalSpec,
+        num_draws: int = 2_000_000,
+        seed: int = 12345,
+    ) -> dict[tuple[str, str, float | None], float]:
+        """True effect values keyed by ``(effect, functional, level)``.
+
+        Monte Carlo over the true SCM with ``num_draws`` shared draws; the Monte Carlo error is
+        ~``sd / sqrt(num_draws)`` (about 1e-3 SD units at the default), far below any
+        estimation error it is compared with.
+        """
+        outcome = self.arm_outcomes(seed, num_draws, np.asarray(estimands.arms))
+        values = np.asarray(effect_values(estimands, spec, jnp.asarray(outcome, jnp.float32)))
+        return {tuple(row): float(v) for row, v in zip(effect_rows(estimands, spec), values,
+                                                        strict=True)}
