@@ -94,9 +94,7 @@ class CausalGraph:
           ``(n, 1 + |parents| + p)`` context.
         """
         parents = list(self.nodes[node].parents)
-        return jnp.concatenate(
-            [treatment[:, None], mediators[:, parents], covariates], axis=1
-        )
+        return jnp.concatenate([treatment[:, None], mediators[:, parents], covariates], axis=1)
 
     def describe(self) -> str:
         """One line a node: ``M2 <- A, M1, X``."""

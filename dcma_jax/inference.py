@@ -26,7 +26,7 @@ from dcma_jax.estimands import (
     quantile_curves,
 )
 from dcma_jax.functionals import DISTANCE_FUNCTIONALS
-from dcma_jax.model import GeneratorChoice, Model, build_model
+from dcma_jax.model import GeneratorChoice, Model, build_model, float_dtype
 from dcma_jax.results import MediationResult
 from dcma_jax.simulate import DEFAULT_CHUNK, simulate
 from dcma_jax.training import TrainConfig, fit_model, fit_model_replicates
@@ -139,17 +139,27 @@ def analyze(
     fit_key, sim_key, row_key, boot_fit_key, boot_sim_key = jax.random.split(
         jax.random.key(seed), 5
     )
-    covariates = jnp.asarray(data.covariates, jnp.float32)
-    weights = jnp.asarray(data.weights, jnp.float32)
-    center = jnp.float32(data.outcome_var.center)
-    scale = jnp.float32(data.outcome_var.scale)
+    dtype = float_dtype()
+    covariates = jnp.asarray(data.covariates, dtype)
+    weights = jnp.asarray(data.weights, dtype)
+    center = jnp.asarray(data.outcome_var.center, dtype)
+    scale = jnp.asarray(data.outcome_var.scale, dtype)
 
     notify("fitting generators")
     params, infos = fit_model(model, data, fit_key, config)
     notify("simulating arms")
     values, curves, outcome = arm_effects(
-        model, estimands, spec, params, sim_key, covariates, weights, center, scale,
-        num_draws, chunk_size,
+        model,
+        estimands,
+        spec,
+        params,
+        sim_key,
+        covariates,
+        weights,
+        center,
+        scale,
+        num_draws,
+        chunk_size,
     )
     low = high = curves_low = curves_high = None
     boot_epochs = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -49,8 +50,7 @@ class Model:
         """The graph, one line a node, with each node's generator."""
         lines = self.graph.describe().splitlines()
         return "\n".join(
-            f"{line}   [{type(g).__name__}]"
-            for line, g in zip(lines, self.generators, strict=True)
+            f"{line}   [{type(g).__name__}]" for line, g in zip(lines, self.generators, strict=True)
         )
 
 
@@ -109,10 +109,14 @@ def build_model(
     return Model(graph, built, data.covariates.shape[1])
 
 
-def node_data(
-    model: Model, data: MediationData, dtype: jnp.dtype = jnp.float32
-) -> list[tuple[jnp.ndarray, jnp.ndarray]]:
+def float_dtype() -> np.dtype:
+    """The working float dtype: float32, or float64 when ``jax_enable_x64`` is on."""
+    return jax.dtypes.canonicalize_dtype(jnp.float64)
+
+
+def node_data(model: Model, data: MediationData) -> list[tuple[jnp.ndarray, jnp.ndarray]]:
     """Each node's observed training pairs ``(x (n, 1), context (n, c))`` in node order."""
+    dtype = float_dtype()
     treatment = jnp.asarray(data.treatment, dtype)
     mediators = jnp.asarray(data.mediators, dtype)
     covariates = jnp.asarray(data.covariates, dtype)

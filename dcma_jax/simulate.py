@@ -117,4 +117,3 @@ def simulate(
     outcome = jnp.moveaxis(outcome, 0, 1).reshape(n_arms, -1)[:, :num_draws]
     mediators = jnp.moveaxis(mediators, 0, 1).reshape(n_arms, -1, k)[:, :num_draws]
     return Draws(outcome, mediators)
-

@@ -21,7 +21,7 @@ import optax
 
 from dcma_jax.data import MediationData
 from dcma_jax.generators.base import Generator, apply_batched, init_params
-from dcma_jax.model import Model, node_data
+from dcma_jax.model import Model, float_dtype, node_data
 
 
 class TrainingError(RuntimeError):
@@ -100,7 +100,7 @@ def _optimise(
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=config.learning_rate,
-        warmup_steps=config.warmup_epochs * steps,
+        warmup_steps=min(config.warmup_epochs, config.max_epochs // 2) * steps,
         decay_steps=config.max_epochs * steps,
         end_value=0.01 * config.learning_rate,
     )
@@ -224,7 +224,6 @@ def fit_generator_replicates(
     return jax.vmap(one)(keys, rows)
 
 
-
 def _check_finite(model: Model, infos: Sequence[FitInfo]) -> None:
     """Raises :class:`TrainingError` naming the first node whose fit diverged."""
     for node, generator, info in zip(model.graph.nodes, model.generators, infos, strict=True):
@@ -249,7 +248,7 @@ def fit_model(
     Raises:
       TrainingError: a node's loss became NaN or infinite.
     """
-    weights = jnp.asarray(data.weights, jnp.float32)
+    weights = jnp.asarray(data.weights, float_dtype())
     keys = jax.random.split(key, len(model.generators))
     fits = [
         fit_generator(generator, config, k, x, context, weights)
@@ -277,7 +276,7 @@ def fit_model_replicates(
     Raises:
       TrainingError: a node diverged in any replicate.
     """
-    weights = jnp.asarray(data.weights, jnp.float32)
+    weights = jnp.asarray(data.weights, float_dtype())
     node_keys = jax.random.split(key, len(model.generators))
     fits = [
         fit_generator_replicates(

@@ -167,6 +167,29 @@ def test_distances_match_scipy(pair):
     np.testing.assert_allclose(got["energy"], _energy_bruteforce(x, y), rtol=RTOL, atol=ATOL)
 
 
+PRESORTED_DISTANCES = jax.jit(
+    lambda x, y: {n: fn(x, y, presorted=True) for n, fn in F.DISTANCES.items()}
+)
+PRESORTED_SCALARS = jax.jit(
+    lambda x, points: (F.quantile(x, LEVELS, presorted=True), F.cdf(x, points, presorted=True))
+)
+
+
+@pytest.mark.parametrize("pair", list(PAIRS))
+def test_presorted_path_merges_like_the_pooled_sort(pair):
+    # The presorted path merges by binary search instead of sorting; ties across the two
+    # samples are where a wrong merge order would show.
+    x, y = PAIRS[pair]
+    got = PRESORTED_DISTANCES(np.sort(x), np.sort(y))
+    expected = _references(x, y)
+    for name in F.DISTANCE_FUNCTIONALS:
+        np.testing.assert_allclose(got[name], expected[name], rtol=RTOL, atol=ATOL, err_msg=name)
+    points = np.concatenate([y[:3], [x.min() - 1.0, x.max()]]).astype(np.float32)
+    quants, cdfs = PRESORTED_SCALARS(np.sort(x), points)
+    np.testing.assert_allclose(quants, np.quantile(_f64(x), LEVELS), rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(cdfs, (_f64(x)[None, :] <= points[:, None]).mean(1), atol=ATOL)
+
+
 @pytest.mark.parametrize("pair", ["equal", "ties_equal", "identical"])
 def test_wasserstein_equal_size_shortcut_equals_pooled_integral(pair):
     x, y = PAIRS[pair]

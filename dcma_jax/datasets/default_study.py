@@ -47,8 +47,7 @@ def _mediator(a: np.ndarray, cov: Covariates, eps: np.ndarray) -> np.ndarray:
 def _outcome(a: np.ndarray, m: np.ndarray, cov: Covariates, eps: np.ndarray) -> np.ndarray:
     west = (cov["site"] == "west").astype(np.float64)
     return (
-        1.0 + 0.5 * a + 0.8 * m[:, 0] + 0.3 * cov["X1"] + 0.2 * cov["X2"] + 0.4 * west
-        + 0.5 * eps
+        1.0 + 0.5 * a + 0.8 * m[:, 0] + 0.3 * cov["X1"] + 0.2 * cov["X2"] + 0.4 * west + 0.5 * eps
     )
 
 
@@ -84,4 +83,3 @@ def load_default_study() -> MediationData:
         outcome=study.outcome,
         covariates=list(study.covariates),
     )
-

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from dcma_jax.estimands import Estimands, FunctionalSpec, effect_rows, effect_values
+from dcma_jax.model import float_dtype
 
 Covariates = Mapping[str, np.ndarray]
 
@@ -86,16 +87,18 @@ class SyntheticStudy:
         self,
         estimands: Estimands,
         spec: FunctionalSpec,
-        num_draws: int = 2_000_000,
+        num_draws: int = 1_000_000,
         seed: int = 12345,
     ) -> dict[tuple[str, str, float | None], float]:
         """True effect values keyed by ``(effect, functional, level)``.
 
         Monte Carlo over the true SCM with ``num_draws`` shared draws; the Monte Carlo error is
-        ~``sd / sqrt(num_draws)`` (about 1e-3 SD units at the default), far below any
+        ~``sd / sqrt(num_draws)`` (1e-3 SD units at the default), far below any
         estimation error it is compared with.
         """
         outcome = self.arm_outcomes(seed, num_draws, np.asarray(estimands.arms))
-        values = np.asarray(effect_values(estimands, spec, jnp.asarray(outcome, jnp.float32)))
-        return {tuple(row): float(v) for row, v in zip(effect_rows(estimands, spec), values,
-                                                        strict=True)}
+        values = np.asarray(effect_values(estimands, spec, jnp.asarray(outcome, float_dtype())))
+        return {
+            tuple(row): float(v)
+            for row, v in zip(effect_rows(estimands, spec), values, strict=True)
+        }

@@ -106,9 +106,7 @@ def generator_class(name: str, kind: str) -> type[Generator]:
     if (name, kind) in _REGISTRY:
         return _REGISTRY[(name, kind)]
     if name not in registered_names():
-        raise ValueError(
-            f"unknown generator {name!r}; available: {', '.join(registered_names())}"
-        )
+        raise ValueError(f"unknown generator {name!r}; available: {', '.join(registered_names())}")
     if kind == "binary" and ("mdn", "binary") in _REGISTRY:
         return _REGISTRY[("mdn", "binary")]
     raise ValueError(f"generator {name!r} cannot model a {kind} node")
