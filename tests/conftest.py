@@ -1,0 +1,27 @@
+"""Shared fixtures. Compilation dominates test time on CPU, so tests share shapes and configs."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import dcma_jax as dj
+from dcma_jax.model import build_model
+from dcma_jax.training import fit_model
+
+# One short training configuration for every neural fit in the default suite: identical static
+# configs share one compiled training loop across test files.
+FAST = dj.TrainConfig(max_epochs=10, patience=5)
+
+
+@pytest.fixture(scope="session")
+def default_data():
+    return dj.load_default_study()
+
+
+@pytest.fixture(scope="session")
+def mdn_fit(default_data):
+    """An mdn model of the default study: (model, params, covariates, weights)."""
+    model = build_model(default_data, "mdn")
+    params, _ = fit_model(model, default_data, jax.random.key(0), FAST)
+    covariates = jnp.asarray(default_data.covariates, jnp.float32)
+    return model, params, covariates, jnp.ones(default_data.n)

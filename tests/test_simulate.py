@@ -1,0 +1,86 @@
+"""The Monte Carlo core: shapes, determinism, common random numbers, weights, compilation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.stats import f as f_dist
+
+import dcma_jax as dj
+
+ARMS = dj.natural_effects(1).arm_array()
+DRAWS = 1000  # one draw count (one compilation) shared by most tests
+
+
+def test_shapes_and_determinism(mdn_fit):
+    model, params, x, w = mdn_fit
+    draws = dj.simulate(model, params, jax.random.key(1), x, w, ARMS, DRAWS)
+    assert draws.outcome.shape == (4, DRAWS) and draws.mediators.shape == (4, DRAWS, 1)
+    again = dj.simulate(model, params, jax.random.key(1), x, w, ARMS, DRAWS)
+    np.testing.assert_array_equal(draws.outcome, again.outcome)
+    other = dj.simulate(model, params, jax.random.key(2), x, w, ARMS, DRAWS)
+    assert not np.allclose(draws.outcome, other.outcome)
+
+
+def test_arms_share_mediator_draws_under_the_same_treatment(mdn_fit):
+    # Y(1, M(0)) and Y(0, M(0)) see the same covariate rows and mediator noise, so their
+    # mediator draws are identical; so are those of Y(1, M(1)) and Y(0, M(1)).
+    model, params, x, w = mdn_fit
+    draws = dj.simulate(model, params, jax.random.key(3), x, w, ARMS, DRAWS)
+    np.testing.assert_array_equal(draws.mediators[1], draws.mediators[3])
+    np.testing.assert_array_equal(draws.mediators[0], draws.mediators[2])
+
+
+def test_common_random_numbers_reduce_effect_variance(mdn_fit):
+    # Monte Carlo SD of the NDE_control mean, Y(1, M(0)) - Y(0, M(0)), over seeds, with common
+    # random numbers versus each arm simulated with its own key. Under H0 (no reduction) the
+    # ratio of the two sample variances over R seeds is F(R-1, R-1); we require it to exceed
+    # the 0.999 quantile.
+    model, params, x, w = mdn_fit
+    reps, draws = 20, DRAWS
+    crn, indep = [], []
+    for r in range(reps):
+        key = jax.random.key(100 + r)
+        y = dj.simulate(model, params, key, x, w, ARMS, draws).outcome
+        crn.append(float(jnp.mean(y[1]) - jnp.mean(y[3])))
+        k0, k1 = jax.random.split(key)
+        y1 = dj.simulate(model, params, k0, x, w, ARMS[1:2], draws).outcome[0]
+        y0 = dj.simulate(model, params, k1, x, w, ARMS[3:4], draws).outcome[0]
+        indep.append(float(jnp.mean(y1) - jnp.mean(y0)))
+    ratio = np.var(indep, ddof=1) / np.var(crn, ddof=1)
+    assert ratio > f_dist.ppf(0.999, reps - 1, reps - 1), ratio
+
+
+def test_weights_select_covariate_rows(mdn_fit):
+    # Weight on a single row: every draw uses that row's covariates.
+    model, params, x, _ = mdn_fit
+    w = jnp.zeros(x.shape[0]).at[7].set(1.0)
+    draws = dj.simulate(model, params, jax.random.key(4), x, w, ARMS, DRAWS)
+    # Same key, so the same noise: only the covariate rows could differ, and they must not.
+    alone = dj.simulate(model, params, jax.random.key(4), x[7:8], jnp.ones(1), ARMS, DRAWS)
+    np.testing.assert_allclose(draws.outcome, alone.outcome, rtol=1e-6, atol=1e-6)
+
+
+def test_bad_shapes_are_refused(mdn_fit):
+    model, params, x, w = mdn_fit
+    with pytest.raises(ValueError, match=r"arms must have shape \(n_arms, 2\)"):
+        dj.simulate(model, params, jax.random.key(0), x, w, jnp.zeros((4, 3)), 10)
+    with pytest.raises(ValueError, match=r"covariates must have shape \(n, 4\)"):
+        dj.simulate(model, params, jax.random.key(0), x[:, :2], w, ARMS, 10)
+
+
+def test_second_call_does_not_retrace(mdn_fit):
+    model, params, x, w = mdn_fit
+    dj.simulate(model, params, jax.random.key(5), x, w, ARMS, DRAWS)
+    before = dj.simulate._cache_size()
+    shifted = jax.tree.map(lambda p: p + 0.01, params)
+    dj.simulate(model, shifted, jax.random.key(6), x + 1.0, w * 2.0, ARMS + 0.0, DRAWS)
+    assert dj.simulate._cache_size() == before
+
+
+def test_chunking_bounds_outputs_exactly(mdn_fit):
+    # A draw count that is not a multiple of the chunk size is trimmed, not padded.
+    model, params, x, w = mdn_fit
+    draws = dj.simulate(model, params, jax.random.key(7), x, w, ARMS, DRAWS + 1, chunk_size=250)
+    assert draws.outcome.shape == (4, DRAWS + 1)
+    assert np.all(np.isfinite(draws.outcome))
