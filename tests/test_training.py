@@ -1,0 +1,78 @@
+"""Training: determinism, vmapped bootstrap fits equal single fits, divergence is reported."""
+
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import FAST
+
+import dcma_jax as dj
+from dcma_jax.generators import LinearGaussian, MixtureDensityNetwork
+from dcma_jax.model import Model, build_model, node_data
+from dcma_jax.training import fit_generator, fit_generator_replicates, fit_model
+
+
+def _node(data, model, j):
+    x, context = node_data(model, data)[j]
+    return x, context, jnp.ones(data.n)
+
+
+def test_same_seed_same_parameters(default_data):
+    model = build_model(default_data, "mdn")
+    x, c, w = _node(default_data, model, 0)
+    a, _ = fit_generator(model.generators[0], FAST, jax.random.key(3), x, c, w)
+    b, _ = fit_generator(model.generators[0], FAST, jax.random.key(3), x, c, w)
+    other, _ = fit_generator(model.generators[0], FAST, jax.random.key(4), x, c, w)
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+    leaves = zip(jax.tree.leaves(a), jax.tree.leaves(other), strict=True)
+    assert any(not np.array_equal(u, v) for u, v in leaves)
+
+
+@pytest.mark.parametrize("generator", [LinearGaussian(), MixtureDensityNetwork()])
+def test_vmapped_replicates_equal_single_fits(default_data, generator):
+    # Replicate b of the vmapped fit is the single fit on rows[b] with key b: the batched
+    # while_loop freezes finished replicates, so early stopping is per replicate.
+    model = build_model(default_data, "mdn")
+    x, c, w = _node(default_data, model, 0)
+    rows = jax.random.randint(jax.random.key(0), (3, default_data.n), 0, default_data.n)
+    keys = jax.random.split(jax.random.key(1), 3)
+    batched, infos = fit_generator_replicates(generator, FAST, keys, rows, x, c, w)
+    for b in range(3):
+        single, info = fit_generator(generator, FAST, keys[b], x[rows[b]], c[rows[b]], w)
+        assert int(info.epochs) == int(infos.epochs[b])
+        # Batched and unbatched matmuls may sum in different orders: float32 rounding only.
+        jax.tree.map(
+            lambda s, v, b=b: np.testing.assert_allclose(v[b], s, rtol=2e-3, atol=2e-4),
+            single,
+            batched,
+        )
+
+
+def test_fit_does_not_retrace(default_data):
+    model = build_model(default_data, "linear")
+    x, c, w = _node(default_data, model, 1)
+    fit_generator(model.generators[1], FAST, jax.random.key(0), x, c, w)
+    before = fit_generator._cache_size()
+    fit_generator(model.generators[1], FAST, jax.random.key(1), x * 2.0, c + 1.0, w)
+    assert fit_generator._cache_size() == before
+
+
+class _ExplodingGaussian(LinearGaussian):
+    """Not registered: a loss that is NaN, to exercise divergence reporting."""
+
+    registry_name: ClassVar[str | None] = None
+
+    def closed_form(self, x, context, weights):
+        return None
+
+    def loss(self, x, context):
+        return jnp.log(-jnp.abs(self.log_prob(x, context)) - 1.0)
+
+
+def test_divergence_names_the_node(default_data):
+    base = build_model(default_data, "linear")
+    model = Model(base.graph, (base.generators[0], _ExplodingGaussian()), base.num_covariates)
+    with pytest.raises(dj.TrainingError, match="training of node 'Y' .*diverged"):
+        fit_model(model, default_data, jax.random.key(0), FAST)
