@@ -66,6 +66,51 @@ def arm_effects(
     return values, quantile_curves(estimands, outcome, CURVE_LEVELS), outcome
 
 
+@functools.partial(
+    jax.jit, static_argnames=("model", "estimands", "spec", "num_draws", "chunk_size")
+)
+def replicate_effects(
+    model: Model,
+    estimands: Estimands,
+    spec: FunctionalSpec,
+    params: tuple,
+    keys: jax.Array,
+    covariates: jax.Array,
+    weights: jax.Array,
+    outcome_center: jax.Array,
+    outcome_scale: jax.Array,
+    num_draws: int,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`arm_effects` for each bootstrap replicate, one after another under ``lax.map``.
+
+    ``params``, ``keys`` and ``weights`` carry a leading replicate axis; replicates run in
+    sequence so memory stays that of one replicate.
+
+    Returns:
+      ``(values (B, rows), curves (B, n_contrasts, n_levels))``.
+    """
+
+    def one(args):
+        p, key, w = args
+        values, curves, _ = arm_effects(
+            model,
+            estimands,
+            spec,
+            p,
+            key,
+            covariates,
+            w,
+            outcome_center,
+            outcome_scale,
+            num_draws,
+            chunk_size,
+        )
+        return values, curves
+
+    return jax.lax.map(one, (params, keys, weights))
+
+
 def _percentile_interval(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     tail = 100.0 * (1.0 - level) / 2.0
     return np.percentile(samples, tail, axis=0), np.percentile(samples, 100.0 - tail, axis=0)
@@ -171,17 +216,18 @@ def analyze(
         boot_epochs = [np.asarray(i.epochs).tolist() for i in boot_infos]
         counts = jax.vmap(lambda r: jnp.bincount(r, length=data.n))(rows)
         notify(f"simulating {bootstrap} bootstrap replicates")
-
-        def replicate(args):
-            p, k, w = args
-            v, c, _ = arm_effects(
-                model, estimands, spec, p, k, covariates, w, center, scale, b_draws, chunk_size
-            )
-            return v, c
-
-        boot_values, boot_curves = jax.lax.map(
-            replicate,
-            (boot_params, jax.random.split(boot_sim_key, bootstrap), counts * weights),
+        boot_values, boot_curves = replicate_effects(
+            model,
+            estimands,
+            spec,
+            boot_params,
+            jax.random.split(boot_sim_key, bootstrap),
+            covariates,
+            counts * weights,
+            center,
+            scale,
+            b_draws,
+            chunk_size,
         )
         low, high = _percentile_interval(np.asarray(boot_values), ci_level)
         curves_low, curves_high = _percentile_interval(np.asarray(boot_curves), ci_level)
