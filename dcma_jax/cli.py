@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import sys
+import textwrap
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,8 +33,8 @@ __all__ = ["DEFAULT_STUDY_BOOTSTRAP", "main"]
 
 #: Bootstrap replicates for the default study when ``--bootstrap`` is not given.
 DEFAULT_STUDY_BOOTSTRAP = 50
-#: Monte Carlo draws behind the default study's true effects.
-TRUTH_DRAWS = 2_000_000
+#: Monte Carlo draws behind the default study's true effects (None: the study's default).
+TRUTH_DRAWS: int | None = None
 
 _DEFAULT_OUT = "dcma_output"
 _DEFAULT_DRAWS = inspect.signature(analyze).parameters["num_draws"].default
@@ -299,7 +300,7 @@ class _StageBar:
     """A tqdm bar over analysis stages on stderr; its clock ticks while a stage runs."""
 
     def __init__(self, total: int):
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         # disable=None: off when stderr is not a terminal (logs, CI, captured output).
         self._bar = tqdm(
@@ -350,7 +351,8 @@ def _load(args: argparse.Namespace, types: dict[str, str] | None):
         given = [f"--{flag}" for flag in _ROLE_FLAGS if getattr(args, flag) is not None]
         if given:
             raise UsageError(
-                f"{', '.join(given)} need(s) --data; without --data the embedded default study "
+                f"{', '.join(given)} {'requires' if len(given) == 1 else 'require'} --data; "
+                f"without --data the embedded default study "
                 f"runs with fixed roles (treatment {DEFAULT_STUDY.treatment}, mediator "
                 f"{', '.join(DEFAULT_STUDY.mediators)}, outcome {DEFAULT_STUDY.outcome}, "
                 f"covariates {', '.join(DEFAULT_STUDY.covariates)})"
@@ -386,7 +388,8 @@ def _truth(data, quantiles, cdf_points, distances, curve_levels):
     levels = sorted({round(float(q), 10) for q in (*quantiles, *curve_levels)})
     spec = FunctionalSpec(tuple(levels), tuple(cdf_points), tuple(distances))
     estimands = natural_effects(data.num_mediators)
-    truth = DEFAULT_STUDY.true_effects(estimands, spec, num_draws=TRUTH_DRAWS)
+    draws = {} if TRUTH_DRAWS is None else {"num_draws": TRUTH_DRAWS}
+    truth = DEFAULT_STUDY.true_effects(estimands, spec, **draws)
     curves = {
         c.name: np.array([truth[(c.name, "quantile", round(float(q), 10))] for q in curve_levels])
         for c in estimands.contrasts
@@ -394,15 +397,23 @@ def _truth(data, quantiles, cdf_points, distances, curve_levels):
     return truth, curves
 
 
+def _num(value: float) -> str:
+    text = f"{value:.2f}"
+    return "0.00" if text == "-0.00" else text
+
+
 def _fmt_ci(result, effect: str, functional: str, level: float | None) -> str:
-    row = result._row(effect, functional, level)
+    table = result.table
+    mask = (table.effect == effect) & (table.functional == functional)
+    mask &= table.level.isna() if level is None else np.isclose(table.level, level)
+    row = table[mask].iloc[0]
     parts = []
     if np.isfinite(row["ci_low"]) and np.isfinite(row["ci_high"]):
-        ci = f"{result.meta['ci_level']:.0%} CI {row['ci_low']:.2f} to {row['ci_high']:.2f}"
+        ci = f"{result.meta['ci_level']:.0%} CI {_num(row['ci_low'])} to {_num(row['ci_high'])}"
         parts.append(ci)
     if "truth" in row and np.isfinite(row["truth"]):
-        parts.append(f"true {row['truth']:.2f}")
-    return f"{row['estimate']:.2f}" + (f" ({'; '.join(parts)})" if parts else "")
+        parts.append(f"true {_num(row['truth'])}")
+    return _num(row["estimate"]) + (f" ({'; '.join(parts)})" if parts else "")
 
 
 def mean_only_note(result, effect: str = "NIE_treated") -> str | None:
@@ -455,7 +466,11 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
 
     if default_study:
         out("Default study (embedded, 2,000 rows; see dcma_jax/datasets/default_study.py):")
-        out(f"  {DEFAULT_STUDY.description}")
+        out(
+            textwrap.fill(
+                DEFAULT_STUDY.description, 96, initial_indent="  ", subsequent_indent="  "
+            )
+        )
     else:
         out(f"Data: {args.data}")
     out(data.summary())
