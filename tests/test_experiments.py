@@ -1,0 +1,19 @@
+"""Experiments cannot rot: each runs end to end with its tiny --quick settings."""
+
+import runpy
+import sys
+
+import pytest
+
+EXPERIMENTS = ["experiments/custom_generator.py", "experiments/accuracy.py"]
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS)
+def test_experiment_runs_quick(path, tmp_path, monkeypatch, capsys):
+    argv = [path, "--quick"]
+    if path.endswith("accuracy.py"):
+        argv += ["--out", str(tmp_path / "accuracy.md")]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(path, run_name="__main__")
+    out = capsys.readouterr().out
+    assert "NIE_treated" in out
