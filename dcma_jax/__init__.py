@@ -6,8 +6,15 @@ indirect effects on means, quantiles, CDFs and distances, with bootstrap interva
 """
 
 from dcma_jax.data import DataError, MediationData, Variable
-from dcma_jax.datasets import DEFAULT_STUDY, SyntheticStudy, load_default_study
-from dcma_jax.estimands import Estimands, FunctionalSpec, natural_effects
+from dcma_jax.datasets import DEFAULT_STUDY, SequentialStudy, SyntheticStudy, load_default_study
+from dcma_jax.estimands import (
+    Arm,
+    Estimands,
+    FunctionalSpec,
+    interventional_effects,
+    natural_effects,
+    path_specific_effects,
+)
 from dcma_jax.functionals import cdf, energy, ks, mean, quantile, wasserstein
 from dcma_jax.generators import (
     BernoulliMLP,
@@ -19,16 +26,19 @@ from dcma_jax.generators import (
     registered_names,
 )
 from dcma_jax.graph import CausalGraph
-from dcma_jax.inference import analyze
+from dcma_jax.inference import analyze, dose_response
 from dcma_jax.model import Model, build_model
+from dcma_jax.paths import PathSpecificError
 from dcma_jax.results import MediationResult
-from dcma_jax.simulate import Draws, simulate
+from dcma_jax.simulate import Arms, Draws, simulate
 from dcma_jax.training import TrainConfig, TrainingError, fit_model, fit_model_replicates
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_STUDY",
+    "Arm",
+    "Arms",
     "BernoulliMLP",
     "BinaryGLM",
     "CausalGraph",
@@ -42,6 +52,8 @@ __all__ = [
     "MediationResult",
     "MixtureDensityNetwork",
     "Model",
+    "PathSpecificError",
+    "SequentialStudy",
     "SyntheticStudy",
     "TrainConfig",
     "TrainingError",
@@ -49,14 +61,17 @@ __all__ = [
     "analyze",
     "build_model",
     "cdf",
+    "dose_response",
     "energy",
     "fit_model",
     "fit_model_replicates",
     "generator_class",
+    "interventional_effects",
     "ks",
     "load_default_study",
     "mean",
     "natural_effects",
+    "path_specific_effects",
     "quantile",
     "registered_names",
     "simulate",

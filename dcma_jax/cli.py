@@ -39,6 +39,7 @@ TRUTH_DRAWS: int | None = None
 _DEFAULT_OUT = "dcma_output"
 _DEFAULT_DRAWS = inspect.signature(analyze).parameters["num_draws"].default
 _ROLE_FLAGS = ("treatment", "mediators", "outcome", "covariates", "types")
+_TREATMENT_TYPES = ("binary", "continuous", "categorical")
 
 
 class UsageError(Exception):
@@ -93,6 +94,22 @@ def _types(text: str) -> dict[str, str]:
                 f"use one of {', '.join(kinds)}"
             )
         mapping[column] = kind
+    return mapping
+
+
+def _parents(text: str, mediators: Sequence[str]) -> dict[str, list[str]]:
+    """``"M2:M1;M3:M1,M2"`` -> ``{"M2": ["M1"], "M3": ["M1", "M2"]}`` (``M3:`` for none)."""
+    mapping: dict[str, list[str]] = {}
+    for item in text.split(";"):
+        child, sep, parents = item.partition(":")
+        child = child.strip()
+        if not sep or not child:
+            raise UsageError(f"--parents: expected CHILD:PARENT[,PARENT...] items, got {item!r}")
+        if child not in mediators:
+            raise UsageError(
+                f"--parents: {child!r} is not one of the mediators ({', '.join(mediators)})"
+            )
+        mapping[child] = [p.strip() for p in parents.split(",") if p.strip()]
     return mapping
 
 
@@ -155,7 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Fit the mediation model, simulate the four arms Y(1,M(1)), Y(1,M(0)), Y(0,M(1)), "
             "Y(0,M(0)), and report TE, NDE_control/treated (R mediation: ADE) and "
             "NIE_control/treated (ACME) on the mean, quantiles, CDF points, Wasserstein-1, "
-            "energy distance and KS. Without --data the embedded default study is analysed "
+            "energy distance and KS; or, with --effects interventional, the interventional "
+            "direct and per-mediator indirect effects (TE, IDE, IIE_<M>, IIE_dependence); "
+            "and path-specific effects with --path-specific. "
+            "Without --data the embedded default study is analysed "
             f"(roles fixed: treatment A, mediator M, outcome Y, covariates X1, X2, site; "
             f"bootstrap {DEFAULT_STUDY_BOOTSTRAP} by default) and the true effects are printed "
             "beside the estimates."
@@ -168,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="CSV file with one row per unit (default: the embedded default study)",
     )
     data.add_argument(
-        "--treatment", metavar="COL", help="binary treatment column (required with --data)"
+        "--treatment",
+        metavar="COL",
+        help="treatment column: binary, or as --treatment-type says (required with --data)",
     )
     data.add_argument(
         "--mediators",
@@ -183,9 +205,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument(
         "--treatment-type",
-        choices=["binary"],
+        choices=list(_TREATMENT_TYPES),
         default="binary",
-        help="type of the treatment; only binary is supported yet (default: %(default)s)",
+        help="type of the treatment: binary (two levels), continuous (arms at "
+        "--treatment-values) or categorical (each level against --reference) "
+        "(default: %(default)s)",
+    )
+    data.add_argument(
+        "--treatment-values",
+        metavar="T,C",
+        default=None,
+        help="continuous treatment: the treated and control values contrasted, original units "
+        "(default: the observed upper and lower quartiles)",
+    )
+    data.add_argument(
+        "--reference",
+        metavar="LEVEL",
+        default=None,
+        help="categorical treatment: the reference level (default: the first sorted level)",
+    )
+    structure = data.add_mutually_exclusive_group()
+    structure.add_argument(
+        "--parents",
+        metavar="M:P[,P];...",
+        default=None,
+        help="mediator parents among earlier mediators, e.g. 'M2:M1' or 'M3:M1;M2:' "
+        "(default: every earlier mediator is a parent; unnamed mediators keep that)",
+    )
+    structure.add_argument(
+        "--parallel",
+        action="store_true",
+        help="parallel mediators: no mediator is a parent of another (default: off)",
     )
     data.add_argument(
         "--types",
@@ -247,6 +297,37 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="Monte Carlo draws per arm in each bootstrap replicate "
         f"(default: min(--draws, {DEFAULT_BOOTSTRAP_DRAWS}))",
+    )
+    estimation.add_argument(
+        "--effects",
+        choices=["natural", "interventional"],
+        default="natural",
+        help="natural: TE, NDE, NIE with the mediators as one block; interventional: TE, IDE, "
+        "IIE per mediator and IIE_dependence (default: %(default)s)",
+    )
+    estimation.add_argument(
+        "--path-specific",
+        metavar="EXPR",
+        action="append",
+        default=None,
+        help="a nested counterfactual such as 'Y(1,M1(0),M2(1,M1(0)))', reported as PSE[...] "
+        "against --path-reference; repeat for several; refused when not identified "
+        "(default: none)",
+    )
+    estimation.add_argument(
+        "--path-reference",
+        metavar="EXPR",
+        default=None,
+        help="reference of the path-specific contrasts (default: Y(control), everything "
+        "under the control value)",
+    )
+    estimation.add_argument(
+        "--dose-grid",
+        metavar="a[,a...]",
+        default=None,
+        help="continuous treatment: values at which to report the mean dose-response "
+        "E[Y(a, M(a'))] and local direct/indirect effects (autodiff) in the JSON "
+        "(default: none)",
     )
     estimation.add_argument(
         "--quantiles",
@@ -380,14 +461,16 @@ def _load(args: argparse.Namespace, types: dict[str, str] | None):
     )
 
 
-def _truth(data, quantiles, cdf_points, distances, curve_levels):
+def _truth(data, quantiles, cdf_points, distances, curve_levels, **effect_args):
     """True effects of the default study: the table's rows and the quantile curves."""
     from dcma_jax.datasets import DEFAULT_STUDY
-    from dcma_jax.estimands import FunctionalSpec, natural_effects
+    from dcma_jax.estimands import FunctionalSpec
+    from dcma_jax.inference import build_estimands
+    from dcma_jax.model import build_model
 
     levels = sorted({round(float(q), 10) for q in (*quantiles, *curve_levels)})
     spec = FunctionalSpec(tuple(levels), tuple(cdf_points), tuple(distances))
-    estimands = natural_effects(data.num_mediators)
+    estimands = build_estimands(data, build_model(data, "linear"), **effect_args)
     draws = {} if TRUTH_DRAWS is None else {"num_draws": TRUTH_DRAWS}
     truth = DEFAULT_STUDY.true_effects(estimands, spec, **draws)
     curves = {
@@ -447,6 +530,18 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
         raise UsageError(f"--quantiles: levels must lie strictly between 0 and 1, got {bad[0]:g}")
     cdf_points = _floats(args.cdf_points, "--cdf-points") if args.cdf_points else None
     types = _types(args.types) if args.types else None
+    treatment_values = (
+        _floats(args.treatment_values, "--treatment-values") if args.treatment_values else None
+    )
+    if treatment_values is not None and len(treatment_values) != 2:
+        raise UsageError(f"--treatment-values: expected T,C, got {args.treatment_values!r}")
+    if treatment_values is not None and args.treatment_type != "continuous":
+        raise UsageError("--treatment-values needs --treatment-type continuous")
+    if args.reference is not None and args.treatment_type != "categorical":
+        raise UsageError("--reference needs --treatment-type categorical")
+    dose_grid = _floats(args.dose_grid, "--dose-grid") if args.dose_grid else None
+    if dose_grid is not None and args.treatment_type != "continuous":
+        raise UsageError("--dose-grid needs --treatment-type continuous")
 
     from dcma_jax.datasets import DEFAULT_STUDY
     from dcma_jax.functionals import DISTANCE_FUNCTIONALS
@@ -455,6 +550,18 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
 
     default_study = args.data is None
     data = _load(args, types)
+    parents = None
+    if args.parallel:
+        parents = "parallel"
+    elif args.parents is not None:
+        parents = _parents(args.parents, data.mediator_names)
+    effect_args = dict(
+        effects=args.effects,
+        treatment_values=treatment_values,
+        reference=args.reference,
+        path_specific=args.path_specific,
+        path_reference=args.path_reference,
+    )
     bootstrap = args.bootstrap
     if bootstrap is None:
         bootstrap = DEFAULT_STUDY_BOOTSTRAP if default_study else 0
@@ -477,6 +584,7 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
     out("")
 
     stages = 2 + (2 if bootstrap else 0) + (1 if default_study else 0) + (0 if args.no_plots else 1)
+    stages += 1 if dose_grid is not None else 0
     bar = _StageBar(stages)
     done = False
     try:
@@ -493,12 +601,15 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
             config=config,
             seed=args.seed,
             progress=bar.stage,
+            parents=parents,
+            dose_grid=dose_grid,
+            **effect_args,
         )
         truth_curves = None
         if default_study:
             bar.stage("computing true effects")
             truth, truth_curves = _truth(
-                data, quantiles, cdf_points, DISTANCE_FUNCTIONALS, CURVE_LEVELS
+                data, quantiles, cdf_points, DISTANCE_FUNCTIONALS, CURVE_LEVELS, **effect_args
             )
             result = result.with_truth(truth)
         figures = []
@@ -524,6 +635,14 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
     )
     out(result.format_table())
     out("")
+    dose = result.meta.get("dose_response")
+    if dose:
+        how = "autodiff" if dose["method"] == "autodiff" else "finite differences"
+        out(f"Local effects per unit of treatment (derivatives by {how}, at a = a'):")
+        for i, a in enumerate(dose["grid"]):
+            direct, indirect = dose["local_direct"][i], dose["local_indirect"][i]
+            out(f"  a = {a:g}: direct {direct:.3f}, indirect {indirect:.3f}")
+        out("")
     if default_study:
         note = mean_only_note(result)
         if note:

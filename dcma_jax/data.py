@@ -7,7 +7,10 @@ float64 arrays in an *internal* coding that the generators are trained on:
 * continuous variables are standardised, ``z = (v - mean) / sd`` with the mean and the SD
   (``ddof=0``) computed on all rows;
 * binary variables are coded 0/1 (the "treated" or larger level is 1);
-* text/categorical covariates are one-hot encoded with the first (sorted) level dropped.
+* text/categorical covariates are one-hot encoded with the first (sorted) level dropped;
+* the treatment is binary (0/1, inferred), or, when declared in ``types``, continuous
+  (standardised) or categorical (the level index ``0..L-1``, levels sorted; contexts see it
+  one-hot, see :mod:`dcma_jax.graph`).
 
 :class:`Variable` records how one column was encoded so results can be reported in the user's
 original units: ``decode`` maps internal values back, ``decode_difference`` maps a contrast of
@@ -38,8 +41,8 @@ import pandas as pd
 
 __all__ = ["DataError", "MediationData", "Variable"]
 
-#: Kinds a :class:`Variable` may have. A categorical treatment is planned; it will add a kind here.
-VARIABLE_KINDS = ("binary", "continuous")
+#: Kinds a :class:`Variable` may have; ``"categorical"`` is for a multi-valued treatment.
+VARIABLE_KINDS = ("binary", "continuous", "categorical")
 #: Type names accepted in the ``types`` override mapping.
 TYPE_NAMES = ("binary", "continuous", "categorical")
 
@@ -63,14 +66,17 @@ class Variable:
     Continuous: ``internal = (original - center) / scale``, with ``center`` the mean and
     ``scale`` the SD (``ddof=0``) of the column. Binary: ``internal = 1`` where the original
     value equals ``levels[1]`` and ``0`` where it equals ``levels[0]``; ``center`` and ``scale``
-    stay 0 and 1.
+    stay 0 and 1. Categorical (a multi-valued treatment): ``internal = i`` where the original
+    value equals ``levels[i]``, the level index; contexts see it one-hot (see
+    :mod:`dcma_jax.graph`), ``levels[0]`` being the reference level.
 
     Attributes:
         name: Column name as the user gave it.
-        kind: ``"binary"`` or ``"continuous"``.
+        kind: ``"binary"``, ``"continuous"`` or ``"categorical"``.
         center: Continuous: the mean used for standardising. Binary: 0.0.
         scale: Continuous: the SD used for standardising (positive). Binary: 1.0.
-        levels: Binary: ``(original value coded 0, original value coded 1)``. Continuous: ``()``.
+        levels: Binary: ``(original value coded 0, original value coded 1)``. Categorical: the
+            levels in code order. Continuous: ``()``.
     """
 
     name: str
@@ -87,6 +93,11 @@ class Variable:
         if self.kind == "binary" and len(self.levels) != 2:
             raise ValueError(
                 f"Variable {self.name!r}: a binary variable needs exactly 2 levels, "
+                f"got {self.levels!r}"
+            )
+        if self.kind == "categorical" and len(self.levels) < 3:
+            raise ValueError(
+                f"Variable {self.name!r}: a categorical variable needs at least 3 levels, "
                 f"got {self.levels!r}"
             )
         if not (np.isfinite(self.center) and np.isfinite(self.scale) and self.scale > 0):
@@ -110,6 +121,8 @@ class Variable:
         """
         if self.kind == "continuous":
             return (np.asarray(values, dtype=np.float64) - self.center) / self.scale
+        if self.kind == "categorical":
+            return self._encode_categorical(values)
         arr = np.asarray(values)
         if arr.dtype.kind in "biuf" and all(_is_number(lv) for lv in self.levels):
             is0, is1 = arr == self.levels[0], arr == self.levels[1]
@@ -125,6 +138,25 @@ class Variable:
                 f"({_fmt_list(self.levels)})"
             )
         return is1.astype(np.float64)
+
+    @property
+    def num_levels(self) -> int:
+        """Number of levels of a categorical variable; 0 for binary and continuous ones."""
+        return len(self.levels) if self.kind == "categorical" else 0
+
+    def _encode_categorical(self, values: Any) -> np.ndarray:
+        arr = np.asarray(values)
+        flat = arr.reshape(-1).astype(object)
+        codes = np.full(flat.shape, -1.0)
+        for i, level in enumerate(self.levels):
+            codes[np.asarray(flat == level, dtype=bool) & (codes < 0)] = i
+        if np.any(codes < 0):
+            bad = flat[int(np.argmax(codes < 0))]
+            raise DataError(
+                f"column {self.name!r}: value {_fmt(bad)} is not one of its levels "
+                f"({_fmt_list(self.levels)})"
+            )
+        return codes.reshape(arr.shape)
 
     def decode(self, values: Any) -> np.ndarray:
         """Map internal values back to original units.
@@ -154,6 +186,11 @@ class Variable:
         """One short phrase: the kind and its encoding, for summaries."""
         if self.kind == "continuous":
             return f"continuous (mean {self.center:.4g}, SD {self.scale:.4g})"
+        if self.kind == "categorical":
+            return (
+                f"categorical ({len(self.levels)} levels: {_fmt_list(self.levels)}; "
+                f"reference {_fmt(self.levels[0])})"
+            )
         return f"binary (0 = {_fmt(self.levels[0])}, 1 = {_fmt(self.levels[1])})"
 
 
@@ -170,7 +207,9 @@ class MediationData:
     every input first and raise :class:`DataError` with a one-line message on any problem.
 
     Attributes:
-        treatment: ``(n,)`` float64, binary treatment coded 0.0 (control) / 1.0 (treated).
+        treatment: ``(n,)`` float64 treatment codes: 0.0 (control) / 1.0 (treated) for a binary
+            treatment, standardised values for a continuous one, level indices for a
+            categorical one.
         mediators: ``(n, k)`` float64, standardised continuous or 0/1 binary mediators, columns in
             the user's causal order.
         outcome: ``(n,)`` float64, standardised continuous or 0/1 binary outcome.
@@ -267,13 +306,14 @@ class MediationData:
 
         Args:
             df: The data. It is not modified, and no row is dropped.
-            treatment: Treatment column; binary (multi-valued treatments are not supported yet).
+            treatment: Treatment column: binary (inferred), or continuous or categorical when
+                declared so in ``types``.
             mediators: One mediator column, or several in causal order.
             outcome: Outcome column.
             covariates: Pre-treatment covariate columns.
             weights: Optional column of positive, finite observation weights.
             types: Optional ``{column: "binary" | "continuous" | "categorical"}`` overrides;
-                ``"categorical"`` is accepted for covariates only.
+                ``"categorical"`` is accepted for covariates and the treatment only.
             treated_level: The treatment's level that means "treated" (coded 1).
             min_rows: Fewest rows accepted.
 
@@ -694,20 +734,38 @@ def _constant_error(col: _Column, value: Any) -> DataError:
 def _encode_treatment(
     series: pd.Series, name: str, declared: str | None, treated_level: Any
 ) -> tuple[Variable, np.ndarray]:
-    if declared in ("continuous", "categorical"):
-        raise DataError(
-            f"treatment column {name!r} is declared {declared}; only binary treatments are "
-            f"supported yet"
-        )
     col = _inspect(series, name, "treatment")
     levels = col.levels()
+    if declared in ("continuous", "categorical") and treated_level is not None:
+        raise DataError(
+            f"treated_level applies to a binary treatment; treatment column {name!r} is "
+            f"declared {declared}"
+        )
+    if declared == "continuous":
+        if col.nature == "text":
+            raise _text_error(col, "a continuous treatment must be numeric")
+        if len(levels) == 1:
+            raise _constant_error(col, levels[0])
+        if col.nature == "bool":
+            col = _Column(name, "treatment", "numeric", col.values.astype(np.float64), False)
+        return _continuous(col)
+    if declared == "categorical":
+        if len(levels) < 3:
+            raise DataError(
+                f"treatment column {name!r} is declared categorical but has {len(levels)} "
+                f"distinct value{'s' if len(levels) != 1 else ''} ({_fmt_list(levels)}); a "
+                f"categorical treatment needs at least 3 levels (use binary for 2)"
+            )
+        var = Variable(name, "categorical", levels=tuple(levels))
+        return var, var.encode(col.values)
     if col.nature == "text" and len(levels) > 2:
         numeric = pd.to_numeric(pd.Series(col.values), errors="coerce")
         if numeric.notna().any():  # numbers mixed with stray text
             raise _text_error(col)
         raise DataError(
             f"treatment column {name!r} has text in a numeric role: {len(levels)} text levels "
-            f"({_fmt_list(levels)}); categorical treatments are not supported yet, only binary"
+            f"({_fmt_list(levels)}); declare a multi-valued treatment with "
+            f"types={{{name!r}: 'categorical'}}"
         )
     if len(levels) == 1:
         value = levels[0]
@@ -733,8 +791,8 @@ def _encode_treatment(
             )
         raise DataError(
             f"treatment column {name!r} has {len(levels)} distinct values "
-            f"({_fmt_list(levels)}); multi-valued and continuous treatments are not supported "
-            f"yet, only binary"
+            f"({_fmt_list(levels)}); a treatment with more than two values is not supported "
+            f"without a declared type: types={{{name!r}: 'categorical'}} or 'continuous'"
         )
     if treated_level is not None:
         if not any(lv == treated_level for lv in levels):

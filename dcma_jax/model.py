@@ -90,6 +90,7 @@ def build_model(
         data.outcome_name,
         data.outcome_var.kind,
         parents=parents,
+        treatment_levels=data.treatment_var.num_levels,
     )
     names = [node.name for node in graph.nodes]
     if isinstance(generators, Mapping):

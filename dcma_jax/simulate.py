@@ -1,10 +1,27 @@
 r"""The Monte Carlo core: interventional arms -> samples of the mediators and the outcome.
 
-An arm assigns a treatment value to the outcome and to each mediator, ``(a; a_1..a_k)``. For
-one draw, covariates ``x`` are resampled from the (weighted) empirical rows, mediators are drawn
-in causal order, ``m_j = G_j(eps_j; a_j, m_{pa(j)}, x)``, and the outcome
-``y = G_Y(eps_Y; a, m, x)``. Every arm sees the same ``x`` rows and the same noise ``eps``
-(common random numbers), so contrasts between arms carry far less Monte Carlo noise.
+An arm assigns treatment codes to the outcome and to the mediators, and says where the outcome
+reads each mediator from. For one draw, covariates ``x`` are resampled from the (weighted)
+empirical rows; then ``C`` *chains* of mediators are drawn, chain ``c`` in causal order with its
+own treatment code per mediator and its own noise,
+
+    m^c_j = G_j(eps^c_j; a^c_j, m^c_{pa(j)}, x),
+
+and the outcome reads mediator ``j`` from chain ``s_j``: ``y = G_Y(eps_Y; a, (m^{s_j}_j)_j, x)``.
+
+* A *joint* arm ``Y(a; G(a_1..a_k))`` uses one chain (``C = 1``, ``s = 0``): the mediators are
+  drawn together, each seeing its parents' values in the same chain. This is the natural
+  (and identified path-specific) form, and the only form before several chains existed:
+  a plain ``(n_arms, 1 + k)`` array ``(a; a_1..a_k)`` is read as joint arms.
+* A *marginal* arm ``Y(a; G_1(a_1), ..., G_k(a_k))`` uses ``k`` chains: chain ``j`` is drawn
+  entirely under ``a_j`` and the outcome reads mediator ``j`` from chain ``j`` (``s_j = j``), so
+  ``G_j`` follows ``M_j``'s own interventional distribution given ``x``, independent of the
+  other ``G``'s given ``x`` (Vansteelandt & Daniel 2017).
+
+Common random numbers: within a chunk, the covariate rows, the outcome noise and each chain's
+mediator noise are drawn once and shared by all arms; chains get independent noise (chain 0's
+is exactly the single-chain noise, so joint arms draw the same numbers whatever ``C`` is).
+All arms are ``vmap``ped in one compiled call.
 
 Draws are produced in chunks under ``lax.map`` so memory for intermediate activations stays
 bounded as the number of draws grows; only the returned samples scale with it.
@@ -29,26 +46,73 @@ class Draws(NamedTuple):
 
     Attributes:
       outcome: ``(n_arms, num_draws)``.
-      mediators: ``(n_arms, num_draws, k)``.
+      mediators: ``(n_arms, num_draws, k)``: the mediator values the outcome saw.
     """
 
     outcome: jax.Array
     mediators: jax.Array
 
 
+class Arms(NamedTuple):
+    """Arm specification of :func:`simulate` (treatment *codes*, see :mod:`dcma_jax.graph`).
+
+    Attributes:
+      outcome: ``(n_arms,)`` treatment code seen by the outcome.
+      mediators: ``(n_arms, C, k)``: code under which mediator ``j`` is drawn in chain ``c``.
+      sources: ``(n_arms, k)`` integers in ``[0, C)``: the chain the outcome reads mediator
+        ``j`` from.
+    """
+
+    outcome: jax.Array
+    mediators: jax.Array
+    sources: jax.Array
+
+    @classmethod
+    def joint(cls, arms: jax.Array) -> Arms:
+        """Single-chain arms from a ``(n_arms, 1 + k)`` array ``(a; a_1..a_k)``."""
+        arms = jnp.asarray(arms)
+        k = arms.shape[1] - 1
+        return cls(arms[:, 0], arms[:, None, 1:], jnp.zeros((arms.shape[0], k), jnp.int32))
+
+    @classmethod
+    def marginal(cls, arms: jax.Array) -> Arms:
+        """Marginal arms ``Y(a; G_1(a_1), ..., G_k(a_k))`` from ``(n_arms, 1 + k)`` rows."""
+        arms = jnp.asarray(arms)
+        n, k = arms.shape[0], arms.shape[1] - 1
+        chains = jnp.broadcast_to(arms[:, 1:, None], (n, k, k))
+        return cls(arms[:, 0], chains, jnp.broadcast_to(jnp.arange(k, dtype=jnp.int32), (n, k)))
+
+
 def _forward(
-    model: Model, params: tuple, arm: jax.Array, covariates: jax.Array, noise: tuple
+    model: Model,
+    params: tuple,
+    arm: Arms,
+    covariates: jax.Array,
+    noise: tuple,
+    outcome_noise: jax.Array,
 ) -> tuple[jax.Array, jax.Array]:
-    """Draws the mediators in causal order, then the outcome, for one arm and a batch."""
+    """Draws every chain of one arm, then the outcome, for a batch of covariate rows."""
     graph = model.graph
+    k = graph.num_mediators
     n = covariates.shape[0]
-    mediators = jnp.zeros((n, graph.num_mediators), covariates.dtype)
-    for j, generator in enumerate(model.generators):
-        treatment = jnp.full((n,), arm[0] if j == graph.num_mediators else arm[j + 1])
-        context = graph.context(j, treatment.astype(covariates.dtype), mediators, covariates)
-        value = apply_batched(generator, "sample", params[j], noise[j], context)[:, 0]
-        if j < graph.num_mediators:
+    dtype = covariates.dtype
+
+    def chain(codes, chain_noise):
+        mediators = jnp.zeros((n, k), dtype)
+        for j in range(k):
+            treatment = jnp.full((n,), codes[j], dtype)
+            context = graph.context(j, treatment, mediators, covariates)
+            value = apply_batched(
+                model.generators[j], "sample", params[j], chain_noise[j], context
+            )[:, 0]
             mediators = mediators.at[:, j].set(value)
+        return mediators
+
+    chains = jax.vmap(chain)(arm.mediators, noise)  # (C, n, k)
+    mediators = chains[arm.sources, :, jnp.arange(k)].T  # (n, k)
+    treatment = jnp.full((n,), arm.outcome, dtype)
+    context = graph.context(k, treatment, mediators, covariates)
+    value = apply_batched(model.generators[k], "sample", params[k], outcome_noise, context)[:, 0]
     return value, mediators
 
 
@@ -58,18 +122,49 @@ def _chunk(
     key: jax.Array,
     covariates: jax.Array,
     weights: jax.Array,
-    arms: jax.Array,
+    arms: Arms,
     size: int,
 ) -> tuple[jax.Array, jax.Array]:
     """One chunk of draws for every arm, sharing rows and noise across arms."""
+    num_chains = arms.mediators.shape[1]
     row_key, *noise_keys = jax.random.split(key, 1 + len(model.generators))
     rows = jax.random.choice(row_key, covariates.shape[0], (size,), p=weights)
     x = covariates[rows]
+    dtype = covariates.dtype
+
+    def chain_noise(c, j):
+        # Chain 0 uses the single-chain stream; chain c > 0 its own independent stream.
+        k = noise_keys[j] if c == 0 else jax.random.fold_in(noise_keys[j], c)
+        return jax.random.normal(k, (size, model.generators[j].noise_dim), dtype)
+
     noise = tuple(
-        jax.random.normal(k, (size, g.noise_dim), covariates.dtype)
-        for k, g in zip(noise_keys, model.generators, strict=True)
+        jnp.stack([chain_noise(c, j) for c in range(num_chains)])
+        for j in range(model.graph.num_mediators)
     )
-    return jax.vmap(lambda arm: _forward(model, params, arm, x, noise))(arms)
+    outcome_noise = jax.random.normal(noise_keys[-1], (size, model.generators[-1].noise_dim), dtype)
+    return jax.vmap(lambda arm: _forward(model, params, arm, x, noise, outcome_noise))(arms)
+
+
+def as_arms(arms: jax.Array | Arms, num_mediators: int) -> Arms:
+    """Validates an arm specification; a plain array is read as joint arms."""
+    k = num_mediators
+    if not isinstance(arms, Arms):
+        arms = jnp.asarray(arms)
+        if arms.ndim != 2 or arms.shape[1] != 1 + k:
+            raise ValueError(f"arms must have shape (n_arms, {1 + k}), got {arms.shape}")
+        return Arms.joint(arms)
+    n = arms.outcome.shape[0]
+    if arms.outcome.ndim != 1 or arms.mediators.ndim != 3 or arms.mediators.shape[0] != n:
+        raise ValueError(
+            f"Arms: outcome must be (n_arms,) and mediators (n_arms, C, {k}); got "
+            f"{arms.outcome.shape} and {arms.mediators.shape}"
+        )
+    if arms.mediators.shape[2] != k or arms.sources.shape != (n, k):
+        raise ValueError(
+            f"Arms: mediators must be (n_arms, C, {k}) and sources (n_arms, {k}); got "
+            f"{arms.mediators.shape} and {arms.sources.shape}"
+        )
+    return Arms(arms.outcome, arms.mediators, jnp.asarray(arms.sources, jnp.int32))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_draws", "chunk_size"))
@@ -79,11 +174,11 @@ def simulate(
     key: jax.Array,
     covariates: jax.Array,
     weights: jax.Array,
-    arms: jax.Array,
+    arms: jax.Array | Arms,
     num_draws: int,
     chunk_size: int = DEFAULT_CHUNK,
 ) -> Draws:
-    """Simulates every arm with common random numbers.
+    """Simulates every arm with common random numbers, in one compiled call.
 
     Args:
       model: static structure (graph and generators).
@@ -91,17 +186,20 @@ def simulate(
       key: PRNG key.
       covariates: ``(n, p)`` empirical covariate rows (internal units).
       weights: ``(n,)`` non-negative resampling weights (need not sum to one).
-      arms: ``(n_arms, 1 + k)``; column 0 is the outcome's treatment value, column ``j + 1``
-        the treatment value mediator ``j`` is drawn under.
+      arms: an :class:`Arms` (joint, marginal or mixed arms; see the module docstring), or a
+        ``(n_arms, 1 + k)`` array of joint arms: column 0 the outcome's treatment code,
+        column ``j + 1`` the code mediator ``j`` is drawn under.
       num_draws: draws per arm.
       chunk_size: draws per chunk; bounds the memory of intermediate activations.
 
     Returns:
-      :class:`Draws` in internal units.
+      :class:`Draws` in internal units. Differentiable in ``params`` and in the arms'
+      treatment codes (for continuous nodes).
     """
     k = model.graph.num_mediators
-    if arms.ndim != 2 or arms.shape[1] != 1 + k:
-        raise ValueError(f"arms must have shape (n_arms, {1 + k}), got {arms.shape}")
+    arms = as_arms(arms, k)
+    dtype = covariates.dtype
+    arms = Arms(arms.outcome.astype(dtype), arms.mediators.astype(dtype), arms.sources)
     if covariates.ndim != 2 or covariates.shape[1] != model.num_covariates:
         raise ValueError(
             f"covariates must have shape (n, {model.num_covariates}), got {covariates.shape}"
@@ -113,7 +211,7 @@ def simulate(
         lambda i: _chunk(model, params, jax.random.fold_in(key, i), covariates, probs, arms, size),
         jnp.arange(n_chunks),
     )
-    n_arms = arms.shape[0]
+    n_arms = arms.outcome.shape[0]
     outcome = jnp.moveaxis(outcome, 0, 1).reshape(n_arms, -1)[:, :num_draws]
     mediators = jnp.moveaxis(mediators, 0, 1).reshape(n_arms, -1, k)[:, :num_draws]
     return Draws(outcome, mediators)

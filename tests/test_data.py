@@ -243,9 +243,11 @@ def test_multivalued_treatment_not_supported():
         build(df)
 
 
-def test_treatment_declared_continuous_not_supported():
-    with pytest.raises(DataError, match=r"treatment column 'A' is declared continuous"):
-        build(types={"A": "continuous"})
+def test_treatment_declared_continuous_is_standardised():
+    # Continuous treatments are supported since the multi-mediator issue (tests/test_treatments.py).
+    data = build(types={"A": "continuous"})
+    assert data.treatment_var.kind == "continuous"
+    assert abs(data.treatment.mean()) < 1e-12 and abs(data.treatment.std() - 1) < 1e-12
 
 
 def test_treatment_declared_binary_with_three_levels():

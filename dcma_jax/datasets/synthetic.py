@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from dcma_jax.estimands import Estimands, FunctionalSpec, effect_rows, effect_values
+from dcma_jax.estimands import Arm, Estimands, FunctionalSpec, effect_rows, effect_values
 from dcma_jax.model import float_dtype
 
 Covariates = Mapping[str, np.ndarray]
@@ -64,23 +64,33 @@ class SyntheticStudy:
         frame[self.outcome] = y
         return pd.DataFrame(frame)
 
-    def arm_outcomes(self, seed: int, n: int, arms: np.ndarray) -> np.ndarray:
-        """Y under each arm ``(a; a_1..a_k)`` with shared covariates and noise: ``(n_arms, n)``.
+    def arm_outcomes(self, seed: int, n: int, arms) -> np.ndarray:
+        """Y under each arm with shared covariates and noise: ``(n_arms, n)``.
 
-        Mediators of an arm are drawn jointly (as a block) under ``arms[:, 1]``; arms must
-        assign the same value to every mediator.
+        ``arms`` is a sequence of :class:`~dcma_jax.estimands.Arm` or an array of joint rows
+        ``(a; a_1..a_k)``. The mediator block is drawn as a whole, so every chain of an arm must
+        assign one value to all its mediators; chain ``c`` has its own noise, shared by all arms.
         """
-        arms = np.asarray(arms, np.float64)
-        if not np.all(arms[:, 1:] == arms[:, 1:2]):
-            raise ValueError("synthetic truths support one mediator block: equal a_j per arm")
+        arms = [a if isinstance(a, Arm) else Arm.joint(a[0], a[1:]) for a in arms]
+        for arm in arms:
+            if any(len(set(chain)) != 1 for chain in arm.chains):
+                raise ValueError("synthetic truths support one mediator block: equal a_j per chain")
         rng = np.random.default_rng(seed)
         cov = self.sample_covariates(rng, n)
-        eps_m = rng.standard_normal((n, len(self.mediators)))
+        k = len(self.mediators)
+        eps_m = rng.standard_normal((n, k))
         eps_y = rng.standard_normal(n)
+        num_chains = max(len(arm.chains) for arm in arms)
+        extra = [rng.standard_normal((n, k)) for _ in range(num_chains - 1)]
+        noises = [eps_m, *extra]
         out = []
         for arm in arms:
-            m = self.mediator_model(np.full(n, arm[1]), cov, eps_m)
-            out.append(self.outcome_model(np.full(n, arm[0]), m, cov, eps_y))
+            chains = [
+                self.mediator_model(np.full(n, chain[0]), cov, noises[c])
+                for c, chain in enumerate(arm.chains)
+            ]
+            m = np.stack([chains[s][:, j] for j, s in enumerate(arm.sources)], axis=1)
+            out.append(self.outcome_model(np.full(n, arm.outcome), m, cov, eps_y))
         return np.stack(out)
 
     def true_effects(
@@ -96,7 +106,7 @@ class SyntheticStudy:
         ~``sd / sqrt(num_draws)`` (1e-3 SD units at the default), far below any
         estimation error it is compared with.
         """
-        outcome = self.arm_outcomes(seed, num_draws, np.asarray(estimands.arms))
+        outcome = self.arm_outcomes(seed, num_draws, estimands.arms)
         values = np.asarray(effect_values(estimands, spec, jnp.asarray(outcome, float_dtype())))
         return {
             tuple(row): float(v)
