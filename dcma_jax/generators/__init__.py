@@ -7,16 +7,20 @@ from dcma_jax.generators.base import (
     init_params,
     registered_names,
 )
+from dcma_jax.generators.diffusion import Diffusion
 from dcma_jax.generators.discrete import BernoulliMLP
+from dcma_jax.generators.flow import SplineFlow
 from dcma_jax.generators.linear import BinaryGLM, LinearGaussian
 from dcma_jax.generators.mixture import MixtureDensityNetwork
 
 __all__ = [
     "BernoulliMLP",
     "BinaryGLM",
+    "Diffusion",
     "Generator",
     "LinearGaussian",
     "MixtureDensityNetwork",
+    "SplineFlow",
     "apply_batched",
     "generator_class",
     "init_params",

@@ -78,13 +78,16 @@ def spline_knots(
     """
     k = num_bins
     dtype = raw.dtype
-    # Cumulative sums as one small matmul: cheaper than a cumsum under vmap on CPU.
-    upper = jnp.triu(jnp.ones((k, k + 1), dtype), 1)
     steps = jnp.arange(k + 1, dtype=dtype)
 
     def knots(u: jax.Array) -> jax.Array:
         e = jnp.exp(u - jnp.max(u))
-        cum = (e @ upper) / jnp.sum(e)
+        # A K-term running sum written out: under vmap it fuses into one elementwise loop on
+        # CPU, where a matmul by a triangular matrix or a cumsum adds extra passes over memory.
+        partial = [jnp.zeros((), dtype)]
+        for i in range(k):
+            partial.append(partial[-1] + e[i])
+        cum = jnp.stack(partial) / partial[-1]
         return bound * (2.0 * (min_bin_size * steps + (1.0 - k * min_bin_size) * cum) - 1.0)
 
     # Softplus shift so that raw = 0 gives slope exactly 1: log(expm1(1 - min_derivative)).
@@ -225,24 +228,25 @@ class SplineFlow(Generator):
             raise ValueError("need num_layers >= 1, num_bins >= 2 and bound > 0")
         width = self._layer_param_count()
         if self.shared_conditioner:
-            self.conditioner = _Conditioner(tuple(self.hidden), self.num_layers * width)
+            self.conditioners = [
+                _Conditioner(tuple(self.hidden), self.num_layers * width, name="conditioner")
+            ]
         else:
-            stacked = nn.vmap(
-                _Conditioner,
-                variable_axes={"params": 0},
-                split_rngs={"params": True},
-                in_axes=None,
-                out_axes=0,
-                axis_size=self.num_layers,
-            )
-            self.conditioner = stacked(tuple(self.hidden), width)
+            # One plain MLP a layer. They all read the same context, so they are independent:
+            # a short static list of modules compiles to plain matmuls (a vmapped stack of
+            # MLPs compiles to batched matmuls with transposes, measured 1.3-2x slower on CPU).
+            self.conditioners = [
+                _Conditioner(tuple(self.hidden), width, name=f"conditioner_{layer}")
+                for layer in range(self.num_layers)
+            ]
 
     def _layer_param_count(self) -> int:
         return spline_param_count(self.num_bins) + 2
 
     def _layers(self, context: jax.Array) -> tuple[jax.Array, ...]:
         """Per-layer ``(x_knots, y_knots, slopes, shift, log_scale)``, stacked on axis 0."""
-        raw = self.conditioner(context).reshape(self.num_layers, self._layer_param_count())
+        raw = jnp.concatenate([net(context) for net in self.conditioners])
+        raw = raw.reshape(self.num_layers, self._layer_param_count())
         n_spline = spline_param_count(self.num_bins)
         knots = jax.vmap(lambda r: spline_knots(r, self.num_bins, self.bound))(raw[:, :n_spline])
         shift = raw[:, n_spline]
@@ -260,8 +264,9 @@ class SplineFlow(Generator):
             v, ld = rq_spline_forward(u, x_knots, y_knots, slopes, self.bound)
             return (shift + jnp.exp(log_scale) * v, log_det + ld + log_scale), None
 
+        # A rolled scan over layers: compiles ~3x faster than unrolling, and ran faster too.
         init = (z, jnp.zeros((), z.dtype))
-        (x, log_det), _ = jax.lax.scan(layer, init, self._layers(context), unroll=True)
+        (x, log_det), _ = jax.lax.scan(layer, init, self._layers(context))
         return x, log_det
 
     def _inverse(self, x: jax.Array, context: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -270,14 +275,13 @@ class SplineFlow(Generator):
         def layer(carry, p):
             v, log_det = carry
             x_knots, y_knots, slopes, shift, log_scale = p
-            u, ld = rq_spline_inverse((v - shift) * jnp.exp(-log_scale), x_knots, y_knots,
-                                      slopes, self.bound)
+            u, ld = rq_spline_inverse(
+                (v - shift) * jnp.exp(-log_scale), x_knots, y_knots, slopes, self.bound
+            )
             return (u, log_det + ld + log_scale), None
 
         init = (x, jnp.zeros((), x.dtype))
-        (z, log_det), _ = jax.lax.scan(
-            layer, init, self._layers(context), reverse=True, unroll=True
-        )
+        (z, log_det), _ = jax.lax.scan(layer, init, self._layers(context), reverse=True)
         return z, log_det
 
     def sample(self, noise: jax.Array, context: jax.Array) -> jax.Array:
