@@ -11,7 +11,7 @@ natural effects, grouped by functional (mean; quantiles 0.1/0.5/0.9; Wasserstein
 averaged over the effects and over ``--seeds`` independent data sets. Truths come from the
 structural equations with shared noise (``SyntheticStudy.true_effects``).
 
-    python experiments/accuracy.py [--quick] [--seeds S] [--out experiments/results/accuracy.md]
+    python experiments/accuracy.py [--quick] [--seeds S] [--n N] [--draws D] [--out PATH]
 """
 
 import argparse
@@ -140,9 +140,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny settings (CI smoke run)")
     parser.add_argument("--seeds", type=int, default=1, help="data sets per cell (default 1)")
     parser.add_argument("--n", type=int, default=2000, help="rows per data set (default 2000)")
+    parser.add_argument("--draws", type=int, default=100_000, help="draws per arm")
     parser.add_argument("--out", default="experiments/results/accuracy.md")
     args = parser.parse_args()
-    n, draws = (300, 4000) if args.quick else (args.n, 100_000)
+    n, draws = (300, 4000) if args.quick else (args.n, args.draws)
     config = dj.TrainConfig(max_epochs=3) if args.quick else dj.TrainConfig()
     studies = {"default": STUDIES["default"]} if args.quick else STUDIES
     generators = ("linear",) if args.quick else GENERATORS
