@@ -11,26 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON="${PYTHON:-python3}"
-VENV=.venv
-STAMP="$VENV/.dcma-install-stamp"
-
-if [ ! -x "$VENV/bin/python" ]; then
-  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-    || { echo "scripts/test.sh: $PYTHON is older than Python 3.11" >&2; exit 1; }
-  echo "Creating $VENV with $("$PYTHON" --version)" >&2
-  "$PYTHON" -m venv "$VENV"
-fi
-want="$("$VENV/bin/python" - <<'PY'
-import hashlib, sys
-print(hashlib.sha256(open("pyproject.toml", "rb").read() + sys.version.encode()).hexdigest())
-PY
-)"
-if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ] || ! "$VENV/bin/python" -c "import dcma_jax, pytest" 2>/dev/null; then
-  echo "Installing dcma_jax and its dev dependencies into $VENV (quiet)" >&2
-  "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
-  echo "$want" > "$STAMP"
-fi
+source scripts/venv.sh
 
 args=()
 for arg in "$@"; do
