@@ -3,18 +3,24 @@
 Learn a conditional generator for every mediator and the outcome, rebuild interventional
 outcome distributions Y(a, M(a')) by a compiled Monte Carlo core, and report direct and
 indirect effects on means, quantiles, CDFs and distances, with bootstrap intervals.
+
+Fit once (:func:`fit` returns a :class:`FittedMediation`), then query: effects, draws of
+arms, dose-response; save and load the fitted model (:func:`load`).
 """
 
+from dcma_jax.analysis import analyze
+from dcma_jax.arms import Arm, Arms, parse_arms
 from dcma_jax.data import DataError, MediationData, Variable
 from dcma_jax.datasets import DEFAULT_STUDY, SequentialStudy, SyntheticStudy, load_default_study
 from dcma_jax.estimands import (
-    Arm,
+    EffectLayout,
     Estimands,
     FunctionalSpec,
     interventional_effects,
     natural_effects,
     path_specific_effects,
 )
+from dcma_jax.fitted import FitReport, FitSettings, FittedMediation, fit
 from dcma_jax.functionals import cdf, energy, ks, mean, quantile, wasserstein
 from dcma_jax.generators import (
     BernoulliMLP,
@@ -26,11 +32,11 @@ from dcma_jax.generators import (
     registered_names,
 )
 from dcma_jax.graph import CausalGraph
-from dcma_jax.inference import analyze, dose_response
 from dcma_jax.model import Model, build_model
 from dcma_jax.paths import PathSpecificError
+from dcma_jax.persistence import ModelFileError, load
 from dcma_jax.results import MediationResult
-from dcma_jax.simulate import Arms, Draws, simulate
+from dcma_jax.simulate import Draws, simulate, simulate_packed
 from dcma_jax.training import TrainConfig, TrainingError, fit_model, fit_model_replicates
 
 __version__ = "0.1.0"
@@ -44,7 +50,11 @@ __all__ = [
     "CausalGraph",
     "DataError",
     "Draws",
+    "EffectLayout",
     "Estimands",
+    "FitReport",
+    "FitSettings",
+    "FittedMediation",
     "FunctionalSpec",
     "Generator",
     "LinearGaussian",
@@ -52,6 +62,7 @@ __all__ = [
     "MediationResult",
     "MixtureDensityNetwork",
     "Model",
+    "ModelFileError",
     "PathSpecificError",
     "SequentialStudy",
     "SyntheticStudy",
@@ -61,19 +72,22 @@ __all__ = [
     "analyze",
     "build_model",
     "cdf",
-    "dose_response",
     "energy",
+    "fit",
     "fit_model",
     "fit_model_replicates",
     "generator_class",
     "interventional_effects",
     "ks",
+    "load",
     "load_default_study",
     "mean",
     "natural_effects",
+    "parse_arms",
     "path_specific_effects",
     "quantile",
     "registered_names",
     "simulate",
+    "simulate_packed",
     "wasserstein",
 ]

@@ -45,8 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dcma_jax import functionals
-from dcma_jax.model import float_dtype
-from dcma_jax.simulate import Arms
+from dcma_jax.arms import Arm
 
 DEFAULT_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
@@ -69,45 +68,30 @@ class Combination:
 
 
 @dataclasses.dataclass(frozen=True)
-class Arm:
-    """One arm in treatment *codes*: see :class:`dcma_jax.simulate.Arms`.
+class EffectLayout:
+    """The contrasts between arms, without the arms: the static part of a compiled query.
 
-    Attributes:
-      outcome: code seen by the outcome.
-      chains: per chain, the code each mediator is drawn under (``C`` tuples of ``k``).
-      sources: for each mediator, the chain the outcome reads it from.
+    Estimands that differ only in their arms' treatment values share one layout, so they share
+    one compilation (the arms' codes are traced, see :class:`dcma_jax.arms.Arms`).
     """
 
-    outcome: float
-    chains: tuple[tuple[float, ...], ...]
-    sources: tuple[int, ...]
+    num_arms: int
+    contrasts: tuple[Contrast, ...]
+    ratios: tuple[tuple[str, str, str], ...] = ()
+    combinations: tuple[Combination, ...] = ()
 
-    @classmethod
-    def joint(cls, outcome: float, mediators: Sequence[float]) -> Arm:
-        """``Y(a; G(a_1..a_k))``: one chain, mediator ``j`` drawn under ``a_j``."""
-        mediators = tuple(float(v) for v in mediators)
-        return cls(float(outcome), (mediators,), (0,) * len(mediators))
+    def __post_init__(self) -> None:
+        used = [i for c in self.contrasts for i in (c.arm, c.reference)]
+        used += [i for m in self.combinations for _, i in m.terms]
+        if any(not 0 <= i < self.num_arms for i in used):
+            raise ValueError(f"contrasts refer to arms outside 0..{self.num_arms - 1}")
+        names = {c.name for c in self.contrasts}
+        missing = {n for _, a, b in self.ratios for n in (a, b)} - names
+        if missing:
+            raise ValueError(f"ratios refer to unknown contrasts {sorted(missing)}")
 
-    @classmethod
-    def marginal(cls, outcome: float, mediators: Sequence[float]) -> Arm:
-        """``Y(a; G_1(a_1), ..., G_k(a_k))``: chain ``j`` drawn wholly under ``a_j``."""
-        k = len(mediators)
-        chains = tuple((float(v),) * k for v in mediators)
-        return cls(float(outcome), chains, tuple(range(k)))
-
-    @property
-    def is_joint(self) -> bool:
-        return len(self.chains) == 1
-
-    def to_json(self) -> list | dict:
-        """``[a, a_1..a_k]`` for a joint arm, else ``{"outcome", "chains", "sources"}``."""
-        if self.is_joint:
-            return [self.outcome, *self.chains[0]]
-        return {
-            "outcome": self.outcome,
-            "chains": [list(c) for c in self.chains],
-            "sources": list(self.sources),
-        }
+    def contrast(self, name: str) -> Contrast:
+        return next(c for c in self.contrasts if c.name == name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,70 +99,46 @@ class Estimands:
     """Arms to simulate and the contrasts between them.
 
     Attributes:
-      arm_names: display names of the arms, e.g. ``"Y(1,M(0))"``.
-      arms: the arms (:class:`Arm`; a plain tuple ``(a, a_1..a_k)`` is read as a joint arm).
-      contrasts: the effects.
-      ratios: ``(name, numerator, denominator)`` contrast-name triples on the mean scale.
-      combinations: linear combinations of arms reported for scalar functionals
-        (e.g. ``IIE_dependence``).
+      arms: the arms (:class:`~dcma_jax.arms.Arm`), each named by its expression.
+      layout: the contrasts, ratios and combinations over the arms' indices.
     """
 
-    arm_names: tuple[str, ...]
     arms: tuple[Arm, ...]
-    contrasts: tuple[Contrast, ...]
-    ratios: tuple[tuple[str, str, str], ...] = ()
-    combinations: tuple[Combination, ...] = ()
+    layout: EffectLayout
 
     def __post_init__(self) -> None:
-        arms = tuple(a if isinstance(a, Arm) else Arm.joint(a[0], a[1:]) for a in self.arms)
-        object.__setattr__(self, "arms", arms)
-        if len(self.arm_names) != len(arms):
-            raise ValueError(f"{len(self.arm_names)} arm names for {len(arms)} arms")
+        if len(self.arms) != self.layout.num_arms:
+            raise ValueError(f"layout expects {self.layout.num_arms} arms, got {len(self.arms)}")
 
     @property
-    def num_chains(self) -> int:
-        return max(len(a.chains) for a in self.arms)
+    def arm_names(self) -> tuple[str, ...]:
+        return tuple(a.expression for a in self.arms)
 
-    def arm_array(self) -> jax.Array:
-        """``(n_arms, 1 + k)`` codes of joint arms (the plain form :func:`simulate` accepts)."""
-        if self.num_chains != 1:
-            raise ValueError("arm_array() needs joint arms only; use arm_spec()")
-        return jnp.asarray([(a.outcome, *a.chains[0]) for a in self.arms], float_dtype())
-
-    def arm_spec(self) -> Arms:
-        """All arms as one :class:`~dcma_jax.simulate.Arms` (chains padded to a common count)."""
-        c = self.num_chains
-        chains = [a.chains + (a.chains[-1],) * (c - len(a.chains)) for a in self.arms]
-        return Arms(
-            jnp.asarray([a.outcome for a in self.arms], float_dtype()),
-            jnp.asarray(chains, float_dtype()),
-            jnp.asarray([a.sources for a in self.arms], jnp.int32),
-        )
-
-    def structure(self) -> Estimands:
-        """A copy without treatment values or arm names: the static part of a compiled call.
-
-        Estimands that differ only in their arms' treatment codes share one structure, so
-        ``arm_effects(model, e.structure(), ..., arms=e.arm_spec())`` compiles once for all.
-        """
-        arms = tuple(
-            Arm(0.0, tuple((0.0,) * len(c) for c in a.chains), a.sources) for a in self.arms
-        )
-        return dataclasses.replace(self, arm_names=("",) * len(arms), arms=arms)
-
-    def contrast(self, name: str) -> Contrast:
-        return next(c for c in self.contrasts if c.name == name)
+    @property
+    def contrasts(self) -> tuple[Contrast, ...]:
+        return self.layout.contrasts
 
     def arms_json(self) -> dict:
-        return {n: a.to_json() for n, a in zip(self.arm_names, self.arms, strict=True)}
+        return {a.expression: a.to_json() for a in self.arms}
 
 
 def _fmt_value(v: float) -> str:
     return f"{v:g}"
 
 
+def _mediator_names(mediators: int | Sequence[str]) -> list[str]:
+    if isinstance(mediators, int):
+        return ["M"] if mediators == 1 else [f"M{j + 1}" for j in range(mediators)]
+    return list(mediators)
+
+
+def _joint_name(outcome: str, mediator_value: str, names: Sequence[str]) -> str:
+    """``Y(a,M1(a'),...)``: every mediator under one value (see :func:`arms.render_joint`)."""
+    return f"Y({outcome}," + ",".join(f"{n}({mediator_value})" for n in names) + ")"
+
+
 def natural_effects(
-    num_mediators: int,
+    mediators: int | Sequence[str],
     treated: float = 1.0,
     control: float = 0.0,
     labels: tuple[str, str] | None = None,
@@ -186,19 +146,19 @@ def natural_effects(
     """TE, NDE and NIE with all mediators as one block.
 
     Args:
-      num_mediators: ``k``.
+      mediators: the mediator names (or their number ``k``: names ``M`` or ``M1..Mk``).
       treated: the treatment code of the treated arms (default 1).
       control: the treatment code of the control arms (default 0).
       labels: display values of ``(treated, control)`` in arm names (default the codes).
     """
+    names = _mediator_names(mediators)
+    k = len(names)
     t, c = labels or (_fmt_value(treated), _fmt_value(control))
-
-    def arm(a: float, a_m: float) -> Arm:
-        return Arm.joint(a, (a_m,) * num_mediators)
-
-    names = (f"Y({t},M({t}))", f"Y({t},M({c}))", f"Y({c},M({t}))", f"Y({c},M({c}))")
-    arms = (arm(treated, treated), arm(treated, control), arm(control, treated))
-    arms += (arm(control, control),)
+    on, off = (treated, t), (control, c)
+    arms = tuple(
+        Arm.joint(_joint_name(a[1], m[1], names), a[0], (m[0],) * k)
+        for a, m in ((on, on), (on, off), (off, on), (off, off))
+    )
     y11, y10, y01, y00 = range(4)
     contrasts = (
         Contrast("TE", y11, y00),
@@ -208,36 +168,36 @@ def natural_effects(
         Contrast("NIE_treated", y11, y10),
     )
     ratios = (("PM_control", "NIE_control", "TE"), ("PM_treated", "NIE_treated", "TE"))
-    return Estimands(names, arms, contrasts, ratios)
+    return Estimands(arms, EffectLayout(4, contrasts, ratios))
 
 
 def interventional_effects(
-    mediator_names: Sequence[str],
+    mediators: int | Sequence[str],
     treated: float = 1.0,
     control: float = 0.0,
     labels: tuple[str, str] | None = None,
 ) -> Estimands:
     """TE, IDE, IIE per mediator and IIE_dependence (see the module docstring).
 
-    Arms: three joint arms ``Y(1; G12(1))``, ``Y(1; G12(0))``, ``Y(0; G12(0))`` and ``k + 1``
-    marginal arms ``Y(1; G_1(1)..G_i(1), G_{i+1}(0)..G_k(0))``, ``i = 0..k``, switching the
+    Arms: three joint arms ``Y(1; G12(1))``, ``Y(1; G12(0))``, ``Y(0; G12(0))`` (named as the
+    nested counterfactuals with the same distribution, ``Y(1,M1(1),M2(1))``...) and ``k + 1``
+    marginal arms ``Y(1;G_M1(1),..,G_Mi(1),G_Mi+1(0),..)``, ``i = 0..k``, switching the
     mediators to treated one at a time in causal order.
     """
-    names = list(mediator_names)
+    names = _mediator_names(mediators)
     k = len(names)
     t, c = labels or (_fmt_value(treated), _fmt_value(control))
-    arm_names = [f"Y({t};G({t}))", f"Y({t};G({c}))", f"Y({c};G({c}))"]
     arms = [
-        Arm.joint(treated, (treated,) * k),
-        Arm.joint(treated, (control,) * k),
-        Arm.joint(control, (control,) * k),
+        Arm.joint(_joint_name(t, t, names), treated, (treated,) * k),
+        Arm.joint(_joint_name(t, c, names), treated, (control,) * k),
+        Arm.joint(_joint_name(c, c, names), control, (control,) * k),
     ]
     for i in range(k + 1):
-        values = [t] * i + [c] * (k - i)
-        arm_names.append(
-            f"Y({t};" + ",".join(f"G_{n}({v})" for n, v in zip(names, values, strict=True)) + ")"
+        shown = [t] * i + [c] * (k - i)
+        expression = (
+            f"Y({t};" + ",".join(f"G_{n}({v})" for n, v in zip(names, shown, strict=True)) + ")"
         )
-        arms.append(Arm.marginal(treated, (treated,) * i + (control,) * (k - i)))
+        arms.append(Arm.marginal(expression, treated, (treated,) * i + (control,) * (k - i)))
     j11, j10, j00 = 0, 1, 2
     marg = [3 + i for i in range(k + 1)]
     contrasts = [Contrast("TE", j11, j00), Contrast("IDE", j10, j00)]
@@ -245,46 +205,50 @@ def interventional_effects(
     dependence = Combination(
         "IIE_dependence", ((1.0, j11), (-1.0, j10), (-1.0, marg[k]), (1.0, marg[0]))
     )
-    return Estimands(tuple(arm_names), tuple(arms), tuple(contrasts), (), (dependence,))
+    layout = EffectLayout(len(arms), tuple(contrasts), (), (dependence,))
+    return Estimands(tuple(arms), layout)
 
 
-def path_specific_effects(
-    expressions: Sequence[tuple[str, tuple[float, tuple[float, ...]]]],
-    reference: tuple[str, tuple[float, tuple[float, ...]]],
-) -> Estimands:
+def path_specific_effects(expressions: Sequence[Arm], reference: Arm) -> Estimands:
     """Contrasts of identified nested counterfactuals against a reference one.
 
     Args:
-      expressions: ``(canonical text, (a, (a_1..a_k)))`` pairs from
-        :func:`dcma_jax.paths.resolve` (identified, in codes).
-      reference: the same for the reference expression.
+      expressions: arms from :func:`dcma_jax.arms.parse_arms` (identified, in codes).
+      reference: the reference arm.
 
     Effects are named ``PSE[<expression>]``: ``phi(expression) - phi(reference)``.
     """
-    items = [*expressions, reference]
-    names = tuple(text for text, _ in items)
-    arms = tuple(Arm.joint(a, ms) for _, (a, ms) in items)
-    ref = len(items) - 1
-    contrasts = tuple(Contrast(f"PSE[{text}]", i, ref) for i, (text, _) in enumerate(expressions))
-    return Estimands(names, arms, contrasts)
+    arms = (*expressions, reference)
+    ref = len(arms) - 1
+    contrasts = tuple(Contrast(f"PSE[{a.expression}]", i, ref) for i, a in enumerate(expressions))
+    return Estimands(arms, EffectLayout(len(arms), contrasts))
 
 
 def concatenate(parts: Sequence[Estimands], suffixes: Sequence[str]) -> Estimands:
-    """Several estimand sets simulated together; effect names get ``suffixes``."""
-    names, arms, contrasts, ratios, combos = [], [], [], [], []
+    """Several estimand sets simulated together; effect names get ``suffixes``.
+
+    An arm whose expression repeats an earlier one is renamed with the part's suffix, so
+    every arm keeps a unique name.
+    """
+    arms, contrasts, ratios, combos = [], [], [], []
     for part, suffix in zip(parts, suffixes, strict=True):
         off = len(arms)
-        names += [f"{n}{suffix}" if n in names else n for n in part.arm_names]
-        arms += list(part.arms)
-        contrasts += [
-            Contrast(c.name + suffix, c.arm + off, c.reference + off) for c in part.contrasts
+        names = {a.expression for a in arms}
+        arms += [
+            dataclasses.replace(a, expression=a.expression + suffix) if a.expression in names else a
+            for a in part.arms
         ]
-        ratios += [(r + suffix, a + suffix, b + suffix) for r, a, b in part.ratios]
+        layout = part.layout
+        contrasts += [
+            Contrast(c.name + suffix, c.arm + off, c.reference + off) for c in layout.contrasts
+        ]
+        ratios += [(r + suffix, a + suffix, b + suffix) for r, a, b in layout.ratios]
         combos += [
             Combination(m.name + suffix, tuple((w, i + off) for w, i in m.terms))
-            for m in part.combinations
+            for m in layout.combinations
         ]
-    return Estimands(tuple(names), tuple(arms), tuple(contrasts), tuple(ratios), tuple(combos))
+    layout = EffectLayout(len(arms), tuple(contrasts), tuple(ratios), tuple(combos))
+    return Estimands(tuple(arms), layout)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,28 +283,28 @@ class Row(NamedTuple):
     level: float | None
 
 
-def effect_rows(estimands: Estimands, spec: FunctionalSpec) -> list[Row]:
+def effect_rows(layout: EffectLayout, spec: FunctionalSpec) -> list[Row]:
     """Row labels, in the order :func:`effect_values` returns the numbers."""
     rows = []
-    for c in estimands.contrasts:
+    for c in layout.contrasts:
         rows.append(Row(c.name, "mean", None))
         rows += [Row(c.name, "quantile", q) for q in spec.quantiles]
         rows += [Row(c.name, "cdf", t) for t in spec.cdf_points]
         rows += [Row(c.name, d, None) for d in spec.distances]
-    rows += [Row(name, "mean", None) for name, _, _ in estimands.ratios]
-    for m in estimands.combinations:
+    rows += [Row(name, "mean", None) for name, _, _ in layout.ratios]
+    for m in layout.combinations:
         rows.append(Row(m.name, "mean", None))
         rows += [Row(m.name, "quantile", q) for q in spec.quantiles]
         rows += [Row(m.name, "cdf", t) for t in spec.cdf_points]
     return rows
 
 
-@functools.partial(jax.jit, static_argnames=("estimands", "spec"))
-def effect_values(estimands: Estimands, spec: FunctionalSpec, outcome: jax.Array) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("layout", "spec"))
+def effect_values(layout: EffectLayout, spec: FunctionalSpec, outcome: jax.Array) -> jax.Array:
     """All reported numbers from the arms' outcome samples (original units).
 
     Args:
-      estimands: arms and contrasts.
+      layout: the contrasts (``estimands.layout``).
       spec: functionals to evaluate.
       outcome: ``(n_arms, num_draws)`` samples of Y in original units.
 
@@ -354,7 +318,7 @@ def effect_values(estimands: Estimands, spec: FunctionalSpec, outcome: jax.Array
     points = jnp.asarray(spec.cdf_points, outcome.dtype)
     cdfs = jax.vmap(lambda y: functionals.cdf(y, points, presorted=True))(outcome)
     values, mean_effect = [], {}
-    for c in estimands.contrasts:
+    for c in layout.contrasts:
         mean_effect[c.name] = means[c.arm] - means[c.reference]
         values.append(mean_effect[c.name][None])
         values.append(quants[c.arm] - quants[c.reference])
@@ -363,15 +327,15 @@ def effect_values(estimands: Estimands, spec: FunctionalSpec, outcome: jax.Array
             functionals.DISTANCES[d](outcome[c.arm], outcome[c.reference], presorted=True)[None]
             for d in spec.distances
         ]
-    values += [(mean_effect[num] / mean_effect[den])[None] for _, num, den in estimands.ratios]
-    for m in estimands.combinations:
+    values += [(mean_effect[num] / mean_effect[den])[None] for _, num, den in layout.ratios]
+    for m in layout.combinations:
         values.append(sum(w * means[i] for w, i in m.terms)[None])
         values.append(sum(w * quants[i] for w, i in m.terms))
         values.append(sum(w * cdfs[i] for w, i in m.terms))
     return jnp.concatenate(values)
 
 
-def quantile_curves(estimands: Estimands, outcome: jax.Array, levels: np.ndarray) -> jax.Array:
+def quantile_curves(layout: EffectLayout, outcome: jax.Array, levels: np.ndarray) -> jax.Array:
     """Quantile-effect curves ``Q_arm(q) - Q_reference(q)``: ``(n_contrasts, len(levels))``."""
     quants = jax.vmap(lambda y: functionals.quantile(y, levels))(outcome)
-    return jnp.stack([quants[c.arm] - quants[c.reference] for c in estimands.contrasts])
+    return jnp.stack([quants[c.arm] - quants[c.reference] for c in layout.contrasts])

@@ -16,7 +16,7 @@ identified from observational data under sequential ignorability iff no mediator
 to the outcome) under one and the same treatment value. For two sequential mediators that is
 ``a1 == a3`` in ``Y(a, M1(a1), M2(a2, M1(a3)))``. An identified expression is then one joint
 arm: each mediator drawn once, under its unique value, through the mediator chain
-(:meth:`dcma_jax.estimands.Arm.joint`). An expression that is not identified is refused with a
+(:func:`dcma_jax.arms.parse_arms`). An expression that is not identified is refused with a
 :class:`PathSpecificError` naming the offending paths and pointing to the interventional
 analogue ``Y(a; G_1(a_1), ..., G_k(a_k))``, which is always identified.
 """
@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Sequence
 from typing import Any
 
 from dcma_jax.graph import CausalGraph
 
-__all__ = ["Counterfactual", "PathSpecificError", "identify", "parse"]
+__all__ = ["Counterfactual", "PathSpecificError", "identify", "parse", "parse_value", "show_value"]
 
 _TOKEN = re.compile(r"\s*([(),])\s*|\s*([^(),\s]+)\s*")
 
@@ -48,11 +47,12 @@ class Counterfactual:
     parents: tuple[Counterfactual, ...]
 
     def render(self) -> str:
-        inner = [_show(self.value)] + [p.render() for p in self.parents]
+        inner = [show_value(self.value)] + [p.render() for p in self.parents]
         return f"{self.node}({','.join(inner)})"
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """A treatment value as expressions print it (``%g`` for numbers)."""
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -68,7 +68,8 @@ def _tokens(text: str) -> list[str]:
     return out
 
 
-def _value(token: str) -> Any:
+def parse_value(token: str) -> Any:
+    """A treatment value as written in an expression: a number where it is one."""
     try:
         return float(token)
     except ValueError:
@@ -87,7 +88,7 @@ def _parse_raw(text: str) -> tuple:
         pos += 2
         if pos >= len(tokens) or tokens[pos] in "(),":
             raise PathSpecificError(f"{name}( needs a treatment value first in {text!r}")
-        value = _value(tokens[pos])
+        value = parse_value(tokens[pos])
         pos += 1
         args = []
         while pos < len(tokens) and tokens[pos] == ",":
@@ -156,6 +157,7 @@ def identify(
       PathSpecificError: a mediator is a recanting witness; the message names it, two paths
         through it set to different values, and the identified interventional analogue.
     """
+    show = show_value
     seen: dict[str, list] = {}
     _occurrences(cf, (graph.outcome.name,), seen)
     values = []
@@ -166,16 +168,16 @@ def identify(
             if value != first:
                 direct = {r: v for r, v in occ if len(r) == 2}
                 analogue = (
-                    f"Y({_show(cf.value)}; "
+                    f"Y({show_value(cf.value)}; "
                     + ", ".join(
-                        f"G_{n.name}({_show(direct.get((n.name, graph.outcome.name), cf.value))})"
+                        f"G_{n.name}({show(direct.get((n.name, graph.outcome.name), cf.value))})"
                         for n in graph.mediators
                     )
                     + ")"
                 )
                 raise PathSpecificError(
                     f"{m.name} is a recanting witness: {_route(treatment, first_route)} is set to "
-                    f"{_show(first)} but {_route(treatment, route)} to {_show(value)}, so "
+                    f"{show(first)} but {_route(treatment, route)} to {show(value)}, so "
                     f"{cf.render()} is not identified (Avin, Shpitser & Pearl 2005); use the "
                     f"interventional analogue {analogue} (effects='interventional')"
                 )
@@ -185,18 +187,3 @@ def identify(
 
 def _route(treatment: str, route: tuple[str, ...]) -> str:
     return "→".join((treatment, *route))
-
-
-def resolve(
-    texts: Sequence[str],
-    graph: CausalGraph,
-    encode: Callable[[Any], float] = float,
-    treatment: str = "A",
-) -> list[tuple[str, tuple[float, tuple[float, ...]]]]:
-    """Parses, checks and encodes expressions: ``[(canonical text, (a, (a_1..a_k)))]``."""
-    out = []
-    for text in texts:
-        cf = parse(text, graph)
-        a, ms = identify(cf, graph, treatment)
-        out.append((cf.render(), (encode(a), tuple(encode(v) for v in ms))))
-    return out

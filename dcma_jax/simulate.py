@@ -11,12 +11,14 @@ and the outcome reads mediator ``j`` from chain ``s_j``: ``y = G_Y(eps_Y; a, (m^
 
 * A *joint* arm ``Y(a; G(a_1..a_k))`` uses one chain (``C = 1``, ``s = 0``): the mediators are
   drawn together, each seeing its parents' values in the same chain. This is the natural
-  (and identified path-specific) form, and the only form before several chains existed:
-  a plain ``(n_arms, 1 + k)`` array ``(a; a_1..a_k)`` is read as joint arms.
+  (and identified path-specific) form.
 * A *marginal* arm ``Y(a; G_1(a_1), ..., G_k(a_k))`` uses ``k`` chains: chain ``j`` is drawn
   entirely under ``a_j`` and the outcome reads mediator ``j`` from chain ``j`` (``s_j = j``), so
   ``G_j`` follows ``M_j``'s own interventional distribution given ``x``, independent of the
   other ``G``'s given ``x`` (Vansteelandt & Daniel 2017).
+
+Arms are :class:`dcma_jax.arms.Arm` values (parsed from expressions such as ``"Y(1,M(0))"``);
+:func:`simulate` stacks them into :class:`dcma_jax.arms.Arms`, which the compiled core traces.
 
 Common random numbers: within a chunk, the covariate rows, the outcome noise and each chain's
 mediator noise are drawn once and shared by all arms; chains get independent noise (chain 0's
@@ -30,11 +32,13 @@ bounded as the number of draws grows; only the returned samples scale with it.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from dcma_jax.arms import Arm, Arms
 from dcma_jax.generators.base import apply_batched
 from dcma_jax.model import Model
 
@@ -51,36 +55,6 @@ class Draws(NamedTuple):
 
     outcome: jax.Array
     mediators: jax.Array
-
-
-class Arms(NamedTuple):
-    """Arm specification of :func:`simulate` (treatment *codes*, see :mod:`dcma_jax.graph`).
-
-    Attributes:
-      outcome: ``(n_arms,)`` treatment code seen by the outcome.
-      mediators: ``(n_arms, C, k)``: code under which mediator ``j`` is drawn in chain ``c``.
-      sources: ``(n_arms, k)`` integers in ``[0, C)``: the chain the outcome reads mediator
-        ``j`` from.
-    """
-
-    outcome: jax.Array
-    mediators: jax.Array
-    sources: jax.Array
-
-    @classmethod
-    def joint(cls, arms: jax.Array) -> Arms:
-        """Single-chain arms from a ``(n_arms, 1 + k)`` array ``(a; a_1..a_k)``."""
-        arms = jnp.asarray(arms)
-        k = arms.shape[1] - 1
-        return cls(arms[:, 0], arms[:, None, 1:], jnp.zeros((arms.shape[0], k), jnp.int32))
-
-    @classmethod
-    def marginal(cls, arms: jax.Array) -> Arms:
-        """Marginal arms ``Y(a; G_1(a_1), ..., G_k(a_k))`` from ``(n_arms, 1 + k)`` rows."""
-        arms = jnp.asarray(arms)
-        n, k = arms.shape[0], arms.shape[1] - 1
-        chains = jnp.broadcast_to(arms[:, 1:, None], (n, k, k))
-        return cls(arms[:, 0], chains, jnp.broadcast_to(jnp.arange(k, dtype=jnp.int32), (n, k)))
 
 
 def _forward(
@@ -145,40 +119,18 @@ def _chunk(
     return jax.vmap(lambda arm: _forward(model, params, arm, x, noise, outcome_noise))(arms)
 
 
-def as_arms(arms: jax.Array | Arms, num_mediators: int) -> Arms:
-    """Validates an arm specification; a plain array is read as joint arms."""
-    k = num_mediators
-    if not isinstance(arms, Arms):
-        arms = jnp.asarray(arms)
-        if arms.ndim != 2 or arms.shape[1] != 1 + k:
-            raise ValueError(f"arms must have shape (n_arms, {1 + k}), got {arms.shape}")
-        return Arms.joint(arms)
-    n = arms.outcome.shape[0]
-    if arms.outcome.ndim != 1 or arms.mediators.ndim != 3 or arms.mediators.shape[0] != n:
-        raise ValueError(
-            f"Arms: outcome must be (n_arms,) and mediators (n_arms, C, {k}); got "
-            f"{arms.outcome.shape} and {arms.mediators.shape}"
-        )
-    if arms.mediators.shape[2] != k or arms.sources.shape != (n, k):
-        raise ValueError(
-            f"Arms: mediators must be (n_arms, C, {k}) and sources (n_arms, {k}); got "
-            f"{arms.mediators.shape} and {arms.sources.shape}"
-        )
-    return Arms(arms.outcome, arms.mediators, jnp.asarray(arms.sources, jnp.int32))
-
-
 @functools.partial(jax.jit, static_argnames=("model", "num_draws", "chunk_size"))
-def simulate(
+def simulate_packed(
     model: Model,
     params: tuple,
     key: jax.Array,
     covariates: jax.Array,
     weights: jax.Array,
-    arms: jax.Array | Arms,
+    arms: Arms,
     num_draws: int,
     chunk_size: int = DEFAULT_CHUNK,
 ) -> Draws:
-    """Simulates every arm with common random numbers, in one compiled call.
+    """:func:`simulate` on stacked arms: the compiled core (arm codes traced).
 
     Args:
       model: static structure (graph and generators).
@@ -186,9 +138,7 @@ def simulate(
       key: PRNG key.
       covariates: ``(n, p)`` empirical covariate rows (internal units).
       weights: ``(n,)`` non-negative resampling weights (need not sum to one).
-      arms: an :class:`Arms` (joint, marginal or mixed arms; see the module docstring), or a
-        ``(n_arms, 1 + k)`` array of joint arms: column 0 the outcome's treatment code,
-        column ``j + 1`` the code mediator ``j`` is drawn under.
+      arms: :class:`~dcma_jax.arms.Arms` from :meth:`~dcma_jax.arms.Arms.pack`.
       num_draws: draws per arm.
       chunk_size: draws per chunk; bounds the memory of intermediate activations.
 
@@ -197,7 +147,8 @@ def simulate(
       treatment codes (for continuous nodes).
     """
     k = model.graph.num_mediators
-    arms = as_arms(arms, k)
+    if arms.mediators.ndim != 3 or arms.mediators.shape[2] != k:
+        raise ValueError(f"arms: mediators must be (n_arms, C, {k}), got {arms.mediators.shape}")
     dtype = covariates.dtype
     arms = Arms(arms.outcome.astype(dtype), arms.mediators.astype(dtype), arms.sources)
     if covariates.ndim != 2 or covariates.shape[1] != model.num_covariates:
@@ -215,3 +166,36 @@ def simulate(
     outcome = jnp.moveaxis(outcome, 0, 1).reshape(n_arms, -1)[:, :num_draws]
     mediators = jnp.moveaxis(mediators, 0, 1).reshape(n_arms, -1, k)[:, :num_draws]
     return Draws(outcome, mediators)
+
+
+def simulate(
+    model: Model,
+    params: tuple,
+    key: jax.Array,
+    covariates: jax.Array,
+    weights: jax.Array,
+    arms: Sequence[Arm],
+    num_draws: int,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> Draws:
+    """Simulates every arm with common random numbers, in one compiled call.
+
+    Args:
+      model: static structure (graph and generators).
+      params: per-node generator variables, in node order.
+      key: PRNG key.
+      covariates: ``(n, p)`` empirical covariate rows (internal units).
+      weights: ``(n,)`` non-negative resampling weights (need not sum to one).
+      arms: :class:`~dcma_jax.arms.Arm` values (joint, marginal or mixed; see the module
+        docstring), e.g. from :func:`dcma_jax.arms.parse_arms`.
+      num_draws: draws per arm.
+      chunk_size: draws per chunk; bounds the memory of intermediate activations.
+
+    Returns:
+      :class:`Draws` in internal units. Differentiable in ``params``; for derivatives in the
+      treatment codes use :func:`simulate_packed` on traced :class:`~dcma_jax.arms.Arms`.
+    """
+    if isinstance(arms, Arms) or not all(isinstance(a, Arm) for a in arms):
+        raise TypeError("arms must be a sequence of dcma_jax.Arm (see dcma_jax.parse_arms)")
+    packed = Arms.pack(arms, covariates.dtype)
+    return simulate_packed(model, params, key, covariates, weights, packed, num_draws, chunk_size)

@@ -261,14 +261,31 @@ def fit_model(
     return params, infos
 
 
+def replicate_keys(key: jax.Array, num_nodes: int, num_replicates: int) -> jax.Array:
+    """``(num_nodes, B)`` fitting keys: replicate ``b`` of node ``j`` uses ``keys[j, b]``.
+
+    Defined per replicate, so fitting the replicates in blocks of any size gives the same fits.
+    """
+    return jnp.stack(
+        [jax.random.split(k, num_replicates) for k in jax.random.split(key, num_nodes)]
+    )
+
+
 def fit_model_replicates(
     model: Model,
     data: MediationData,
-    key: jax.Array,
+    keys: jax.Array,
     rows: jax.Array,
     config: TrainConfig = TrainConfig(),
 ) -> tuple[tuple[Any, ...], tuple[FitInfo, ...]]:
     """Fits every node on each bootstrap resample ``rows`` (``(B, n)``), vmapped over ``B``.
+
+    Args:
+      model: the model whose nodes to fit.
+      data: the observed rows the resamples index.
+      keys: ``(num_nodes, B)`` keys from :func:`replicate_keys` (or a slice of them).
+      rows: ``(B, n)`` row indices of the resamples.
+      config: optimisation settings.
 
     Returns:
       Per-node variables and diagnostics with a leading replicate axis.
@@ -276,14 +293,16 @@ def fit_model_replicates(
     Raises:
       TrainingError: a node diverged in any replicate.
     """
-    weights = jnp.asarray(data.weights, float_dtype())
-    node_keys = jax.random.split(key, len(model.generators))
-    fits = [
-        fit_generator_replicates(
-            generator, config, jax.random.split(k, rows.shape[0]), rows, x, context, weights
+    if keys.shape != (len(model.generators), rows.shape[0]):
+        raise ValueError(
+            f"keys must be (num_nodes, B) = {(len(model.generators), rows.shape[0])}, "
+            f"got {keys.shape}"
         )
-        for generator, k, (x, context) in zip(
-            model.generators, node_keys, node_data(model, data), strict=True
+    weights = jnp.asarray(data.weights, float_dtype())
+    fits = [
+        fit_generator_replicates(generator, config, node_keys, rows, x, context, weights)
+        for generator, node_keys, (x, context) in zip(
+            model.generators, keys, node_data(model, data), strict=True
         )
     ]
     params, infos = tuple(f[0] for f in fits), tuple(f[1] for f in fits)

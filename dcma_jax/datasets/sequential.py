@@ -7,7 +7,7 @@ A :class:`SequentialStudy` writes one structural equation per mediator, in causa
 with independent standard normal noises. Truths come from the equations themselves with shared
 noise, never from the identification formulas the estimator uses:
 
-* arms (joint and marginal, :class:`~dcma_jax.estimands.Arm`) are evaluated chain by chain
+* arms (joint and marginal, :class:`~dcma_jax.arms.Arm`) are evaluated chain by chain
   exactly as :mod:`dcma_jax.simulate` defines them, chain ``c`` with its own noise draw;
 * nested counterfactuals (:class:`~dcma_jax.paths.Counterfactual`) are evaluated by recursion
   through the equations on *one* set of unit-level noises (a cross-world quantity, defined even
@@ -31,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from dcma_jax.estimands import Arm, Estimands, FunctionalSpec, effect_rows, effect_values
+from dcma_jax.arms import Arm
+from dcma_jax.estimands import Estimands, FunctionalSpec, effect_rows, effect_values
 from dcma_jax.graph import CausalGraph
 from dcma_jax.model import float_dtype
 from dcma_jax.paths import Counterfactual, parse
@@ -109,7 +110,6 @@ class SequentialStudy:
 
     def arm_outcomes(self, seed: int, n: int, arms: Sequence[Arm]) -> np.ndarray:
         """Y under each arm (treatment values in original units): ``(n_arms, n)``."""
-        arms = [a if isinstance(a, Arm) else Arm.joint(a[0], a[1:]) for a in arms]
         cov, eps, eps_y = self._draw(seed, n, max(len(a.chains) for a in arms))
         out = []
         for arm in arms:
@@ -151,10 +151,12 @@ class SequentialStudy:
     ) -> dict[tuple[str, str, float | None], float]:
         """True values of ``estimands`` (arms in original treatment units), by row label."""
         outcome = self.arm_outcomes(seed, num_draws, estimands.arms)
-        values = np.asarray(effect_values(estimands, spec, jnp.asarray(outcome, float_dtype())))
+        values = np.asarray(
+            effect_values(estimands.layout, spec, jnp.asarray(outcome, float_dtype()))
+        )
         return {
             tuple(row): float(v)
-            for row, v in zip(effect_rows(estimands, spec), values, strict=True)
+            for row, v in zip(effect_rows(estimands.layout, spec), values, strict=True)
         }
 
     def true_dose_response(
@@ -163,12 +165,12 @@ class SequentialStudy:
         """``mu[i, j] = E Y(grid[i], M(grid[j]))``, local direct and indirect effects."""
         k = len(self.mediators)
         grid = [float(g) for g in grid]
-        arms = [Arm.joint(a, (b,) * k) for a in grid for b in grid]
+        arms = [Arm.joint(f"Y({a:g};G({b:g}))", a, (b,) * k) for a in grid for b in grid]
         mu = self.arm_outcomes(seed, num_draws, arms).mean(axis=1).reshape(len(grid), len(grid))
         bumps = []
         for g in grid:
-            bumps += [Arm.joint(g + h, (g,) * k), Arm.joint(g - h, (g,) * k)]
-            bumps += [Arm.joint(g, (g + h,) * k), Arm.joint(g, (g - h,) * k)]
+            bumps += [Arm.joint("a+h", g + h, (g,) * k), Arm.joint("a-h", g - h, (g,) * k)]
+            bumps += [Arm.joint("m+h", g, (g + h,) * k), Arm.joint("m-h", g, (g - h,) * k)]
         y = self.arm_outcomes(seed, num_draws, bumps).mean(axis=1).reshape(len(grid), 4)
         return mu, (y[:, 0] - y[:, 1]) / (2 * h), (y[:, 2] - y[:, 3]) / (2 * h)
 

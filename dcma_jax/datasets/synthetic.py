@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from dcma_jax.estimands import Arm, Estimands, FunctionalSpec, effect_rows, effect_values
+from dcma_jax.estimands import Estimands, FunctionalSpec, effect_rows, effect_values
 from dcma_jax.model import float_dtype
 
 Covariates = Mapping[str, np.ndarray]
@@ -67,11 +67,10 @@ class SyntheticStudy:
     def arm_outcomes(self, seed: int, n: int, arms) -> np.ndarray:
         """Y under each arm with shared covariates and noise: ``(n_arms, n)``.
 
-        ``arms`` is a sequence of :class:`~dcma_jax.estimands.Arm` or an array of joint rows
-        ``(a; a_1..a_k)``. The mediator block is drawn as a whole, so every chain of an arm must
-        assign one value to all its mediators; chain ``c`` has its own noise, shared by all arms.
+        ``arms`` is a sequence of :class:`~dcma_jax.arms.Arm`. The mediator block is drawn as a
+        whole, so every chain of an arm must assign one value to all its mediators; chain ``c``
+        has its own noise, shared by all arms.
         """
-        arms = [a if isinstance(a, Arm) else Arm.joint(a[0], a[1:]) for a in arms]
         for arm in arms:
             if any(len(set(chain)) != 1 for chain in arm.chains):
                 raise ValueError("synthetic truths support one mediator block: equal a_j per chain")
@@ -107,8 +106,10 @@ class SyntheticStudy:
         estimation error it is compared with.
         """
         outcome = self.arm_outcomes(seed, num_draws, estimands.arms)
-        values = np.asarray(effect_values(estimands, spec, jnp.asarray(outcome, float_dtype())))
+        values = np.asarray(
+            effect_values(estimands.layout, spec, jnp.asarray(outcome, float_dtype()))
+        )
         return {
             tuple(row): float(v)
-            for row, v in zip(effect_rows(estimands, spec), values, strict=True)
+            for row, v in zip(effect_rows(estimands.layout, spec), values, strict=True)
         }

@@ -1,0 +1,263 @@
+"""The fitted mediation model as a value: fit once, then query it.
+
+:func:`fit` fits one generator per node on the observed rows and, for ``bootstrap=B``, on
+``B`` row resamples (vmapped, in checkpointable blocks). It returns a
+:class:`FittedMediation`: a frozen pytree whose leaves are the point-fit parameters, the
+stacked replicate parameters and the replicates' row counts, and whose static part is the
+model structure, the data (roles, encodings, covariate rows, weights), the fit settings and a
+report of the fit. Effects, draws of arms and dose-response are queries on it
+(:mod:`dcma_jax.queries`) and never refit; ``jax.jit``, ``jax.vmap`` and ``jax.grad`` apply to
+it as to any pytree. :meth:`FittedMediation.save` and :func:`dcma_jax.persistence.load`
+store and restore it without pickle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from dcma_jax import queries
+from dcma_jax.data import MediationData
+from dcma_jax.graph import resolve_parents
+from dcma_jax.inference import (
+    DEFAULT_BLOCK_SIZE,
+    block_ranges,
+    bootstrap_rows,
+    fit_bootstrap,
+    row_counts,
+)
+from dcma_jax.model import GeneratorChoice, Model, build_model
+from dcma_jax.training import FitInfo, TrainConfig, fit_model, replicate_keys
+
+
+@dataclasses.dataclass(frozen=True)
+class FitSettings:
+    """How a model was fitted (everything that, with the data, determines the fit).
+
+    Attributes:
+      link: link of binary GLM nodes.
+      config: optimisation settings of neural generators.
+      seed: the seed fitting used; queries use it unless given another.
+      bootstrap: number of bootstrap replicates ``B``.
+      block_size: replicates fitted (and checkpointed) together.
+    """
+
+    link: str = "logit"
+    config: TrainConfig = TrainConfig()
+    seed: int = 0
+    bootstrap: int = 0
+    block_size: int = DEFAULT_BLOCK_SIZE
+
+
+@dataclasses.dataclass(frozen=True)
+class FitReport:
+    """Diagnostics of a fit, per node in node order (mediators, then the outcome).
+
+    Attributes:
+      epochs: epochs of the point fit (0 for closed forms).
+      best_val_loss: best validation loss of the point fit (``-inf`` for closed forms).
+      replicate_epochs: per node, the epochs of each replicate (``()`` without bootstrap).
+      seconds: wall time of the fitting done by the process that finished the fit.
+    """
+
+    epochs: tuple[int, ...]
+    best_val_loss: tuple[float, ...]
+    replicate_epochs: tuple[tuple[int, ...], ...] = ()
+    seconds: float = 0.0
+
+    @classmethod
+    def from_infos(
+        cls, infos: Sequence[FitInfo], replicate_infos: Sequence[FitInfo] | None, seconds: float
+    ) -> FitReport:
+        return cls(
+            epochs=tuple(int(i.epochs) for i in infos),
+            best_val_loss=tuple(float(i.best_val_loss) for i in infos),
+            replicate_epochs=tuple(
+                tuple(int(e) for e in np.asarray(i.epochs)) for i in replicate_infos or ()
+            ),
+            seconds=round(float(seconds), 2),
+        )
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["params", "replicate_params", "replicate_counts"],
+    meta_fields=["model", "data", "settings", "report"],
+)
+@dataclasses.dataclass(frozen=True)
+class FittedMediation:
+    """A fitted mediation model: parameters (leaves) plus structure, data and settings (static).
+
+    Attributes:
+      params: per-node generator variables of the point fit, in node order.
+      replicate_params: the same with a leading replicate axis ``B``, or ``None``.
+      replicate_counts: ``(B, n)`` float row counts of the resamples, or ``None``.
+      model: the graph and one generator per node.
+      data: the observed data the model was fitted to.
+      settings: how it was fitted (:class:`FitSettings`).
+      report: diagnostics of the fit (:class:`FitReport`).
+
+    Example:
+      >>> fitted = dj.fit(data, generators="linear", bootstrap=50, seed=0)  # doctest: +SKIP
+      >>> fitted.effects(quantiles=(0.1, 0.9)).summary()                    # doctest: +SKIP
+      >>> fitted.simulate(["Y(1,M(0))"], num_draws=1000)                     # doctest: +SKIP
+    """
+
+    params: tuple
+    replicate_params: tuple | None
+    replicate_counts: jax.Array | None
+    model: Model
+    data: MediationData
+    settings: FitSettings
+    report: FitReport
+
+    @property
+    def seed(self) -> int:
+        return self.settings.seed
+
+    @property
+    def bootstrap(self) -> int:
+        return self.settings.bootstrap
+
+    # ---- queries ------------------------------------------------------------------------------
+
+    # Queries are the functions of :mod:`dcma_jax.queries`, bound as methods.
+    effects = queries.effects
+    simulate = queries.simulate_arms
+    dose_response = queries.dose_response
+
+    # ---- description and persistence ------------------------------------------------------
+
+    def describe(self) -> dict:
+        """How the model was fitted, as the JSON-ready ``meta`` of every result."""
+        model, data, report = self.model, self.data, self.report
+        nodes = model.graph.nodes
+        return {
+            "n": data.n,
+            "treatment": data.treatment_name,
+            "mediators": list(data.mediator_names),
+            "outcome": data.outcome_name,
+            "covariates": list(data.covariate_names),
+            "graph": model.describe().splitlines(),
+            "generators": {
+                node.name: type(g).__name__ for node, g in zip(nodes, model.generators, strict=True)
+            },
+            "treatment_kind": data.treatment_var.kind,
+            "parents": {
+                node.name: [model.graph.mediators[p].name for p in node.parents]
+                for node in model.graph.mediators
+            },
+            "bootstrap": self.bootstrap,
+            "fit_seed": self.seed,
+            "epochs": {node.name: e for node, e in zip(nodes, report.epochs, strict=True)},
+            "bootstrap_epochs": [list(e) for e in report.replicate_epochs] or None,
+            "fit_seconds": report.seconds,
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """Writes the model to ``directory`` (see :mod:`dcma_jax.persistence`); returns it."""
+        from dcma_jax.persistence import save
+
+        return save(self, directory)
+
+
+def fit_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(point fit, resample rows, replicate fits)`` keys of a seed (see ``query_keys``)."""
+    fit_key, _, row_key, boot_fit_key, _ = jax.random.split(jax.random.key(seed), 5)
+    return fit_key, row_key, boot_fit_key
+
+
+def fit(
+    data: MediationData,
+    *,
+    generators: GeneratorChoice | Mapping[str, GeneratorChoice] = "mdn",
+    link: str = "logit",
+    parents: str | Mapping[str, Sequence[str]] | Sequence[Sequence[int]] | None = None,
+    config: TrainConfig = TrainConfig(),
+    bootstrap: int = 0,
+    seed: int = 0,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    checkpoint: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> FittedMediation:
+    """Fits the mediation model once: every node's generator, and ``B`` bootstrap replicates.
+
+    Args:
+      data: validated :class:`MediationData`.
+      generators: generator family name or instance for all nodes, or a mapping from node
+        name to one (see :func:`dcma_jax.model.build_model`).
+      link: link of binary GLM nodes (``"logit"`` or ``"probit"``).
+      parents: the mediators' causal structure: ``None``/``"chain"`` (every earlier mediator
+        is a parent), ``"parallel"`` (none), or ``{"M2": ["M1"], ...}``.
+      config: optimisation settings of neural generators.
+      bootstrap: number of bootstrap replicates ``B`` (0: no intervals).
+      seed: the one seed the fit derives from; queries default to it.
+      block_size: replicates fitted together; a checkpoint is written after each block.
+      checkpoint: a folder: the point fit and each finished block are saved there as they
+        finish, and the finished model at the end. If it holds an unfinished fit of the same
+        data and settings, the fit resumes after its last finished block and ends with exactly
+        the numbers of an uninterrupted fit.
+      progress: called with a stage description before each stage (the CLI's progress bar).
+
+    Returns:
+      A :class:`FittedMediation`.
+
+    Raises:
+      ValueError: bad arguments, or a checkpoint folder holding a different model.
+      TrainingError: a generator diverged.
+    """
+    if bootstrap < 0:
+        raise ValueError(f"bootstrap must be >= 0, got {bootstrap}")
+    if block_size < 1:
+        raise ValueError(f"block_size must be positive, got {block_size}")
+    notify = progress or (lambda _: None)
+    started = time.perf_counter()
+    model = build_model(
+        data, generators, link=link, parents=resolve_parents(data.mediator_names, parents)
+    )
+    settings = FitSettings(link, config, int(seed), int(bootstrap), int(block_size))
+    store = None
+    if checkpoint is not None:
+        from dcma_jax.persistence import Checkpoint
+
+        store = Checkpoint.open(checkpoint, model, data, settings)
+    fit_key, row_key, boot_fit_key = fit_keys(seed)
+
+    resumed = store.point() if store is not None else None
+    if resumed is None:
+        notify("fitting generators")
+        params, infos = fit_model(model, data, fit_key, config)
+        if store is not None:
+            store.write_point(params, infos)
+    else:
+        params, infos = resumed
+    boot_params = counts = boot_infos = None
+    if bootstrap:
+        rows = bootstrap_rows(row_key, data.n, bootstrap)
+        counts = row_counts(rows, data.n)
+        keys = replicate_keys(boot_fit_key, len(model.generators), bootstrap)
+        blocks = block_ranges(bootstrap, block_size)
+        finished = store.blocks(len(blocks)) if store is not None else []
+
+        def on_block(i: int, block: Any) -> None:
+            if store is not None:
+                store.write_block(i, block, counts[slice(*blocks[i])])
+
+        notify(f"fitting {bootstrap} bootstrap replicates in {len(blocks)} blocks (vmapped)")
+        if finished:
+            notify(f"resuming after {len(finished)} of {len(blocks)} finished blocks")
+        boot_params, boot_infos = fit_bootstrap(
+            model, data, keys, rows, config, block_size, finished, on_block
+        )
+    report = FitReport.from_infos(infos, boot_infos, time.perf_counter() - started)
+    fitted = FittedMediation(params, boot_params, counts, model, data, settings, report)
+    if store is not None:
+        store.finish(fitted)
+    return fitted
