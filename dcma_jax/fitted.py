@@ -222,7 +222,9 @@ def fit(
     model = build_model(
         data, generators, link=link, parents=resolve_parents(data.mediator_names, parents)
     )
-    settings = FitSettings(link, config, int(seed), int(bootstrap), int(block_size))
+    # A block never holds more than B replicates (a short last block is padded).
+    block_size = min(int(block_size), int(bootstrap)) if bootstrap else int(block_size)
+    settings = FitSettings(link, config, int(seed), int(bootstrap), block_size)
     store = None
     if checkpoint is not None:
         from dcma_jax.persistence import Checkpoint
@@ -250,11 +252,8 @@ def fit(
             if store is not None:
                 store.write_block(i, block, counts[slice(*blocks[i])])
 
-        notify(f"fitting {bootstrap} bootstrap replicates in {len(blocks)} blocks (vmapped)")
-        if finished:
-            notify(f"resuming after {len(finished)} of {len(blocks)} finished blocks")
         boot_params, boot_infos = fit_bootstrap(
-            model, data, keys, rows, config, block_size, finished, on_block
+            model, data, keys, rows, config, block_size, finished, on_block, notify
         )
     report = FitReport.from_infos(infos, boot_infos, time.perf_counter() - started)
     fitted = FittedMediation(params, boot_params, counts, model, data, settings, report)

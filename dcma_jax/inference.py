@@ -79,6 +79,7 @@ def fit_bootstrap(
     block_size: int = DEFAULT_BLOCK_SIZE,
     finished: Sequence[Any] = (),
     on_block: Callable[[int, Any], None] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[tuple[Any, ...], tuple[FitInfo, ...]]:
     """Fits all replicates block by block, skipping the ``finished`` ones.
 
@@ -92,14 +93,20 @@ def fit_bootstrap(
       finished: ``(params, infos)`` of the first blocks, already fitted (a resumed run).
       on_block: called with ``(block index, (params, infos))`` after each new block (to
         checkpoint it).
+      progress: called with a description before each new block.
 
     Returns:
       ``(params, infos)`` of all ``B`` replicates, stacked.
     """
     blocks = list(finished)
-    for i, block in enumerate(block_ranges(rows.shape[0], block_size)):
+    ranges = block_ranges(rows.shape[0], block_size)
+    for i, block in enumerate(ranges):
         if i < len(blocks):
             continue
+        if progress is not None:
+            progress(
+                f"bootstrap block {i + 1}/{len(ranges)} (replicates {block[0] + 1}-{block[1]})"
+            )
         fitted = fit_block(model, data, keys, rows, config, block, block_size)
         if on_block is not None:
             on_block(i, fitted)

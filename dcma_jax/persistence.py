@@ -532,7 +532,8 @@ def load(directory: str | Path) -> FittedMediation:
 
     folder = _Folder(directory)
     if not folder.path.is_dir():
-        raise ModelFileError(f"{folder.where}: no such folder")
+        problem = "is not a folder" if folder.path.exists() else "no such folder"
+        raise ModelFileError(f"{folder.where}: {problem}")
     manifest = folder.manifest()
     if manifest is None:
         raise ModelFileError(f"{folder.where}: {MANIFEST} is missing (not a saved model)")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from dcma_jax import cli
+from dcma_jax.cli import steps
 from dcma_jax.datasets import DEFAULT_STUDY, load_default_frame
 from dcma_jax.functionals import DISTANCE_FUNCTIONALS
 from dcma_jax.training import TrainingError
@@ -88,18 +89,23 @@ def test_run_on_csv_writes_documented_json_and_figures(csv, tmp_path, capsys):
 
 
 class Captured(Exception):
-    """Raised by the fake analyze once it has recorded its arguments."""
+    """Raised by the fake fitted model once the query has recorded its arguments."""
 
 
 @pytest.fixture
 def captured_analyze(monkeypatch):
+    """``(data, fit kwargs + effects kwargs)`` of each ``dcma run``, without fitting."""
     calls = []
 
-    def fake_analyze(data, **kwargs):
-        calls.append((data, kwargs))
-        raise Captured
+    class FakeFitted:
+        def __init__(self, data, kwargs):
+            self.data, self.kwargs = data, kwargs
 
-    monkeypatch.setattr(cli, "analyze", fake_analyze)
+        def effects(self, **kwargs):
+            calls.append((self.data, {**self.kwargs, **kwargs}))
+            raise Captured
+
+    monkeypatch.setattr(steps, "fit", lambda data, **kwargs: FakeFitted(data, kwargs))
     return calls
 
 
@@ -121,6 +127,8 @@ def test_flags_reach_the_analysis(csv, tmp_path, captured_analyze):
         "7",
         "--bootstrap-draws",
         "99",
+        "--block-size",
+        "3",
         "--seed",
         "3",
         "--quantiles",
@@ -139,7 +147,7 @@ def test_flags_reach_the_analysis(csv, tmp_path, captured_analyze):
     data, kwargs = captured_analyze[0]
     assert data.covariate_names == ("X1", "X2")
     assert kwargs["generators"] == "linear" and kwargs["link"] == "probit"
-    assert kwargs["num_draws"] == 1234 and kwargs["bootstrap"] == 7
+    assert kwargs["num_draws"] == 1234 and kwargs["bootstrap"] == 7 and kwargs["block_size"] == 3
     assert kwargs["bootstrap_draws"] == 99 and kwargs["seed"] == 3
     assert tuple(kwargs["quantiles"]) == (0.2, 0.8)
     assert tuple(kwargs["cdf_points"]) == (0.0, 1.5)
@@ -158,7 +166,7 @@ def test_bootstrap_defaults(csv, tmp_path, captured_analyze):
 
 
 def test_default_study_prints_truth(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "TRUTH_DRAWS", 100_000)
+    monkeypatch.setattr(steps, "TRUTH_DRAWS", 100_000)
     target = tmp_path / "elsewhere" / "fx.json"
     code = cli.main(
         [
@@ -230,7 +238,12 @@ def test_default_study_prints_truth(tmp_path, capsys, monkeypatch):
         (["run", "{csv}", "--ci-level", "1.5"], "argument --ci-level: must lie strictly"),
         (["run", "{csv}", "--bootstrap", "two"], "argument --bootstrap: 'two' is not an integer"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
-        ([], "choose a command: run"),
+        ([], "choose a command: run, fit, effects, info"),
+        (["effects", "--model", "{path}"], "is not a folder"),
+        (["effects"], "the following arguments are required: --model"),
+        (["fit", "{csv}"], "the following arguments are required: --save"),
+        (["run", "{csv}", "--treatment-values", "1,0"], "--treatment-values needs a continuous"),
+        (["run", "{csv}", "--block-size", "0"], "argument --block-size: must be a positive"),
     ],
 )
 def test_user_errors_are_one_line_exit_2(args, expected, csv, csv_with_nan, capsys):
@@ -311,10 +324,10 @@ def test_help_documents_every_flag(capsys):
 def test_failures_during_the_analysis_are_one_line(
     csv, tmp_path, capsys, monkeypatch, error, code, prefix
 ):
-    def failing_analyze(data, **kwargs):
+    def failing_fit(data, **kwargs):
         raise error
 
-    monkeypatch.setattr(cli, "analyze", failing_analyze)
+    monkeypatch.setattr(steps, "fit", failing_fit)
     assert cli.main(["run", *roles(csv), "--out", str(tmp_path)]) == code
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(prefix)

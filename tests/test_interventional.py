@@ -17,7 +17,7 @@ from multi_mediator_fits import CLOSED_FORMS, frame, interventional_result, ols_
 import dcma_jax as dj
 from dcma_jax.datasets import TWO_MEDIATORS, linear_truths
 from dcma_jax.estimands import interventional_effects
-from dcma_jax.simulate import Arms
+from dcma_jax.arms import Arm, Arms
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,9 @@ def test_effect_names_and_arms(result):
     assert names[:4] == ["TE", "IDE", "IIE_M1", "IIE_M2"]
     assert "IIE_dependence" in names
     arms = result.meta["arms"]
-    assert arms["Y(1;G(0))"] == [1.0, 0.0, 0.0]  # joint: one chain
+    # The joint arm Y(1;G(0)) is named by the nested counterfactual it equals in law.
+    joint = arms["Y(1,M1(0),M2(0))"]
+    assert joint == {"outcome": 1.0, "chains": [[0.0, 0.0]], "sources": [0, 0]}
     marginal = arms["Y(1;G_M1(1),G_M2(0))"]
     assert marginal == {"outcome": 1.0, "chains": [[1.0, 1.0], [0.0, 0.0]], "sources": [0, 1]}
     assert result.meta["effects"] == "interventional"
@@ -85,8 +87,8 @@ def test_single_mediator_interventional_equals_natural(default_data):
 
 
 def test_marginal_arms_use_independent_chains():
-    # Arms.marginal: mediator j is read from chain j; chains share nothing but x.
-    arms = Arms.marginal(np.array([[1.0, 0.0, 1.0]]))
+    # Arm.marginal: mediator j is read from chain j; chains share nothing but x.
+    arms = Arms.pack([Arm.marginal("Y(1;G_M1(0),G_M2(1))", 1.0, (0.0, 1.0))])
     assert arms.sources.tolist() == [[0, 1]]
     assert arms.mediators.tolist() == [[[0.0, 0.0], [1.0, 1.0]]]
 
@@ -102,12 +104,12 @@ def test_one_compiled_call_for_joint_and_marginal_arms():
     est = interventional_effects(["M1", "M2"])
     x = jax.numpy.asarray(data.covariates, jax.numpy.float32)
     w = jax.numpy.ones(data.n)
-    before = dj.simulate._cache_size()
-    draws = dj.simulate(model, params, jax.random.key(1), x, w, est.arm_spec(), 500)
+    before = dj.simulate_packed._cache_size()
+    draws = dj.simulate(model, params, jax.random.key(1), x, w, est.arms, 500)
     assert draws.outcome.shape == (6, 500) and draws.mediators.shape == (6, 500, 2)
-    assert dj.simulate._cache_size() == before + 1
-    dj.simulate(model, params, jax.random.key(2), x, w, est.arm_spec(), 500)
-    assert dj.simulate._cache_size() == before + 1
+    assert dj.simulate_packed._cache_size() == before + 1
+    dj.simulate(model, params, jax.random.key(2), x, w, est.arms, 500)
+    assert dj.simulate_packed._cache_size() == before + 1
     # Joint arms Y(1;G(1)) and Y(1;G(0)) share chain-0 noise: M1 differs by the fitted shift.
     shift = np.asarray(draws.mediators[0, :, 0] - draws.mediators[1, :, 0])
     np.testing.assert_allclose(shift, shift[0], atol=1e-5)

@@ -8,7 +8,7 @@ from scipy.stats import f as f_dist
 
 import dcma_jax as dj
 
-ARMS = dj.natural_effects(1).arm_array()
+ARMS = dj.natural_effects(1).arms
 DRAWS = 1000  # one draw count (one compilation) shared by most tests
 
 
@@ -63,8 +63,11 @@ def test_weights_select_covariate_rows(mdn_fit):
 
 def test_bad_shapes_are_refused(mdn_fit):
     model, params, x, w = mdn_fit
-    with pytest.raises(ValueError, match=r"arms must have shape \(n_arms, 2\)"):
-        dj.simulate(model, params, jax.random.key(0), x, w, jnp.zeros((4, 3)), 10)
+    with pytest.raises(TypeError, match=r"arms must be a sequence of dcma_jax.Arm"):
+        dj.simulate(model, params, jax.random.key(0), x, w, jnp.zeros((4, 2)), 10)
+    two = dj.Arm.joint("Y(1,M1(0),M2(0))", 1.0, (0.0, 0.0))
+    with pytest.raises(ValueError, match=r"arms: mediators must be \(n_arms, C, 1\)"):
+        dj.simulate(model, params, jax.random.key(0), x, w, [two], 10)
     with pytest.raises(ValueError, match=r"covariates must have shape \(n, 4\)"):
         dj.simulate(model, params, jax.random.key(0), x[:, :2], w, ARMS, 10)
 
@@ -72,10 +75,11 @@ def test_bad_shapes_are_refused(mdn_fit):
 def test_second_call_does_not_retrace(mdn_fit):
     model, params, x, w = mdn_fit
     dj.simulate(model, params, jax.random.key(5), x, w, ARMS, DRAWS)
-    before = dj.simulate._cache_size()
+    before = dj.simulate_packed._cache_size()
     shifted = jax.tree.map(lambda p: p + 0.01, params)
-    dj.simulate(model, shifted, jax.random.key(6), x + 1.0, w * 2.0, ARMS + 0.0, DRAWS)
-    assert dj.simulate._cache_size() == before
+    other_arms = dj.natural_effects(1, 0.5, 0.0).arms  # other codes, same layout
+    dj.simulate(model, shifted, jax.random.key(6), x + 1.0, w * 2.0, other_arms, DRAWS)
+    assert dj.simulate_packed._cache_size() == before
 
 
 def test_chunking_bounds_outputs_exactly(mdn_fit):

@@ -103,7 +103,7 @@ def test_continuous_interventional_effects_recover_closed_form(continuous):
     for effect in ("IDE", "IIE_M1", "IIE_M2", "TE"):
         got = continuous.estimate(effect, "mean")
         assert abs(got - truth[effect]) < 4 * se[effect], (effect, got, truth[effect])
-    assert "Y(1;G(0))" in continuous.meta["arms"]
+    assert "Y(1,M1(0),M2(0))" in continuous.meta["arms"]
 
 
 def test_local_effects_by_autodiff_recover_closed_form(continuous):
@@ -130,9 +130,9 @@ def test_autodiff_is_used_for_smooth_generators(continuous):
 @pytest.mark.slow
 def test_mixture_generators_fall_back_to_finite_differences(mdn_fit):
     model, params, x, w = mdn_fit
-    assert not dj.inference.pathwise_differentiable(model)  # mixture: component switching
+    assert not dj.queries.pathwise_differentiable(model)  # mixture: component switching
     grid = jnp.asarray([0.0, 0.5])
-    mu, d_fd, i_fd = dj.inference.dose_response(
+    mu, d_fd, i_fd = dj.queries.dose_response_surface(
         model, params, jax.random.key(9), x, w, grid, 1000, method="finite_difference"
     )
     # Finite differences of the CRN means: the arms at a' +- step share all noise.
@@ -154,11 +154,12 @@ def test_grad_through_simulate_for_linear_generators():
     model = dj.build_model(data, "linear")
     params, _ = dj.fit_model(model, data, jax.random.key(0))
     x, w = jnp.asarray(data.covariates, jnp.float32), jnp.ones(data.n)
-    assert dj.inference.pathwise_differentiable(model)
+    assert dj.queries.pathwise_differentiable(model)
 
     def mean_y(a_m):
-        arms = jnp.stack([jnp.asarray(0.3), a_m, a_m])[None, :]
-        return jnp.mean(dj.simulate(model, params, jax.random.key(9), x, w, arms, 1000).outcome)
+        arms = dj.Arms(jnp.asarray([0.3]), jnp.stack([a_m, a_m])[None, None], jnp.zeros((1, 2), int))
+        draws = dj.simulate_packed(model, params, jax.random.key(9), x, w, arms, 1000)
+        return jnp.mean(draws.outcome)
 
     grad = float(jax.grad(mean_y)(jnp.asarray(0.5)))
     h = 0.1

@@ -102,7 +102,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     return run_interruptible(lambda: _main(argv))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
