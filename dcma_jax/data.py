@@ -5,7 +5,9 @@ outcome ``Y`` and optional pre-treatment covariates ``X``. :class:`MediationData
 float64 arrays in an *internal* coding that the generators are trained on:
 
 * continuous variables are standardised, ``z = (v - mean) / sd`` with the mean and the SD
-  (``ddof=0``) computed on all rows;
+  (``ddof=0``) computed on all rows; an integer-valued mediator or outcome with a few distinct
+  values (a count or a rating scale) is continuous only when declared so (see
+  :meth:`MediationData.from_dataframe`);
 * binary variables are coded 0/1 (the "treated" or larger level is 1);
 * text/categorical covariates are one-hot encoded with the first (sorted) level dropped;
 * the treatment is binary (0/1, inferred), or, when declared in ``types``, continuous
@@ -19,7 +21,9 @@ the scale applies).
 
 Everything is validated before anything is encoded, and every problem raises :class:`DataError`
 with a one-line message naming the column and what is wrong. No row is ever dropped or imputed:
-missing or infinite values are an error, not something to filter silently.
+missing or infinite values are an error, not something to filter silently; nor is the data
+silently reinterpreted: duplicate column names are an error (pandas would rename a CSV's second
+``m`` to ``m.1``), and so is a discrete-looking node that would be modelled as continuous.
 
 Example:
     >>> import pandas as pd
@@ -48,6 +52,10 @@ TYPE_NAMES = ("binary", "continuous", "categorical")
 
 _MAX_SHOWN = 5  # levels or values quoted in a message
 _MAX_COLUMNS_SHOWN = 10  # available columns listed when a name is unknown
+#: An undeclared integer-valued mediator or outcome with 3 to this many distinct values (and at
+#: least two rows per value on average) looks like a count or a rating scale, e.g. a 1-5 Likert
+#: item or a 0-10 pain score, and is refused until its type is declared.
+MAX_DISCRETE_LEVELS = 20
 
 
 class DataError(ValueError):
@@ -301,6 +309,15 @@ class MediationData:
         treatment, mediator or outcome role when it has exactly two levels, and one-hot encoded
         in the covariate role. ``types`` overrides the inference per column.
 
+        Discrete-looking nodes are never made continuous silently. A treatment with more than
+        two values needs a declared type. A mediator or outcome whose values are all integers
+        (``3`` or ``3.0``) with 3 to :data:`MAX_DISCRETE_LEVELS` (20) distinct values, and at
+        most half as many distinct values as rows, looks like a count or a rating scale and is
+        refused unless declared, e.g. ``types={"M": "continuous"}``: only binary and continuous
+        mediators and outcomes are modelled, and a 1-5 rating treated as continuous is a
+        modelling choice the user should make knowingly. Non-integer values, and integers with
+        more distinct values (age in years) or hardly any repeats, are continuous as before.
+
         Binary coding: levels are sorted and the second is coded 1 (so 1 for {0, 1} and True for
         {False, True}); for the treatment, ``treated_level`` picks the level coded 1 instead.
 
@@ -321,10 +338,17 @@ class MediationData:
             The validated, encoded data.
 
         Raises:
-            DataError: Any problem with the input; the message is one line naming the column.
+            DataError: Any problem with the input, including duplicate column names; the
+                message is one line naming the column.
         """
         if not isinstance(df, pd.DataFrame):
             raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
+        duplicated = _duplicates(list(df.columns))
+        if duplicated:
+            raise DataError(
+                f"the data has duplicate column names: {duplicated}; each column needs a "
+                f"unique name"
+            )
         mediator_list, covariate_list = _check_roles(
             df, treatment, mediators, outcome, covariates, weights
         )
@@ -373,9 +397,12 @@ class MediationData:
     def from_csv(cls, path: str | os.PathLike, **kwargs: Any) -> MediationData:
         """Read a CSV file and delegate to :meth:`from_dataframe` with the same keyword args.
 
+        The header is checked as written: a name given to two columns is an error (pandas
+        alone would rename the second ``m`` to ``m.1`` and the analysis would use the first).
+
         Raises:
             DataError: The file is missing, a directory, empty, unreadable or not parsable as
-                CSV, or any problem :meth:`from_dataframe` reports.
+                CSV, has duplicate column names, or any problem :meth:`from_dataframe` reports.
         """
         p = os.fspath(path)
         if not os.path.exists(p):
@@ -384,11 +411,20 @@ class MediationData:
             raise DataError(f"file {p!r} is a directory, not a CSV file")
         try:
             df = pd.read_csv(p, low_memory=False)
+            # The header as written: read_csv has already renamed duplicates ("m", "m.1").
+            header = pd.read_csv(p, header=None, nrows=1, dtype=str, keep_default_na=False)
         except pd.errors.EmptyDataError:
             raise DataError(f"file {p!r} is empty") from None
         except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataError(f"file {p!r} could not be read as CSV: {first}") from None
+        # Blank names are left out: pandas names them "Unnamed: <i>", which cannot clash.
+        duplicated = _duplicates([name for name in header.iloc[0] if name != ""])
+        if duplicated:
+            raise DataError(
+                f"file {p!r} has duplicate column names in its header: {duplicated}; each "
+                f"column needs a unique name"
+            )
         if len(df) == 0:
             raise DataError(f"file {p!r} has a header but no data rows")
         return cls.from_dataframe(df, **kwargs)
@@ -615,14 +651,18 @@ def _check_roles(
                 raise DataError(f"column {name!r} is listed twice as a {role}")
             raise DataError(f"column {name!r} is used in two roles ({seen[name]} and {role})")
         seen[name] = role
-    duplicated = df.columns[df.columns.duplicated()]
-    for name, role in roles:
-        if name in duplicated:
-            count = int((df.columns == name).sum())
-            raise DataError(
-                f"{role} column {name!r} appears {count} times in the data; names must be unique"
-            )
     return mediator_list, covariates
+
+
+def _duplicates(names: list[Any]) -> str:
+    """The names that occur more than once, quoted with their counts ("'m' (2 times)"); ""."""
+    counts: dict[Any, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    repeated = [(name, k) for name, k in counts.items() if k > 1]
+    shown = ", ".join(f"{name!r} ({k} times)" for name, k in repeated[:_MAX_COLUMNS_SHOWN])
+    more = len(repeated) - _MAX_COLUMNS_SHOWN
+    return shown + (f" and {more} more" if more > 0 else "")
 
 
 def _check_types(types: Mapping[str, str] | None, used: list[str]) -> dict[str, str]:
@@ -826,9 +866,28 @@ def _encode_numeric_role(
         )
     if col.nature == "bool" and declared == "continuous":
         return _continuous(_Column(name, role, "numeric", col.values.astype(np.float64), False))
+    if declared is None and _looks_discrete(col, len(levels)):
+        raise DataError(
+            f"{col.label()} has {len(levels)} distinct integer values ({_fmt_list(levels)}), "
+            f"like a count or a rating scale; it is modelled as continuous only when declared "
+            f"so: types={{{name!r}: 'continuous'}} (CLI: --types {name}=continuous)"
+        )
     if declared == "continuous" or (declared is None and len(levels) > 2):
         return _continuous(col)
     return _binary(col, levels)
+
+
+def _looks_discrete(col: _Column, num_levels: int) -> bool:
+    """Integer values, 3..MAX_DISCRETE_LEVELS distinct ones, each on two rows or more on average.
+
+    The repeat condition keeps a short column of nearly all-distinct integers (``range(20)``)
+    continuous: with hardly any ties nothing marks it as a scale.
+    """
+    if col.nature != "numeric" or not 3 <= num_levels <= MAX_DISCRETE_LEVELS:
+        return False
+    if 2 * num_levels > len(col.values):
+        return False
+    return bool(np.all(col.values == np.round(col.values)))
 
 
 def _encode_covariate(

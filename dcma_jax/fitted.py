@@ -29,9 +29,9 @@ from dcma_jax.graph import resolve_parents
 from dcma_jax.inference import (
     DEFAULT_BLOCK_SIZE,
     block_ranges,
-    bootstrap_rows,
+    bootstrap_counts,
+    diverged_replicates,
     fit_bootstrap,
-    row_counts,
 )
 from dcma_jax.model import GeneratorChoice, Model, build_model
 from dcma_jax.training import FitInfo, TrainConfig, fit_model, replicate_keys
@@ -64,17 +64,24 @@ class FitReport:
       epochs: epochs of the point fit (0 for closed forms).
       best_val_loss: best validation loss of the point fit (``-inf`` for closed forms).
       replicate_epochs: per node, the epochs of each replicate (``()`` without bootstrap).
+      replicate_diverged: per replicate, whether its fit diverged at some node; such
+        replicates are left out of the intervals.
       seconds: wall time of the fitting done by the process that finished the fit.
     """
 
     epochs: tuple[int, ...]
     best_val_loss: tuple[float, ...]
     replicate_epochs: tuple[tuple[int, ...], ...] = ()
+    replicate_diverged: tuple[bool, ...] = ()
     seconds: float = 0.0
 
     @classmethod
     def from_infos(
-        cls, infos: Sequence[FitInfo], replicate_infos: Sequence[FitInfo] | None, seconds: float
+        cls,
+        infos: Sequence[FitInfo],
+        replicate_infos: Sequence[FitInfo] | None,
+        seconds: float,
+        diverged: np.ndarray | None = None,
     ) -> FitReport:
         return cls(
             epochs=tuple(int(i.epochs) for i in infos),
@@ -82,6 +89,7 @@ class FitReport:
             replicate_epochs=tuple(
                 tuple(int(e) for e in np.asarray(i.epochs)) for i in replicate_infos or ()
             ),
+            replicate_diverged=tuple(bool(d) for d in (() if diverged is None else diverged)),
             seconds=round(float(seconds), 2),
         )
 
@@ -158,6 +166,7 @@ class FittedMediation:
             "fit_seed": self.seed,
             "epochs": {node.name: e for node, e in zip(nodes, report.epochs, strict=True)},
             "bootstrap_epochs": [list(e) for e in report.replicate_epochs] or None,
+            "bootstrap_dropped": sum(report.replicate_diverged),
             "fit_seconds": report.seconds,
         }
 
@@ -240,10 +249,9 @@ def fit(
             store.write_point(params, infos)
     else:
         params, infos = resumed
-    boot_params = counts = boot_infos = None
+    boot_params = counts = boot_infos = diverged = None
     if bootstrap:
-        rows = bootstrap_rows(row_key, data.n, bootstrap)
-        counts = row_counts(rows, data.n)
+        counts = bootstrap_counts(row_key, data.n, bootstrap)
         keys = replicate_keys(boot_fit_key, len(model.generators), bootstrap)
         blocks = block_ranges(bootstrap, block_size)
         finished = store.blocks(len(blocks)) if store is not None else []
@@ -253,9 +261,10 @@ def fit(
                 store.write_block(i, block, counts[slice(*blocks[i])])
 
         boot_params, boot_infos = fit_bootstrap(
-            model, data, keys, rows, config, block_size, finished, on_block, notify
+            model, data, keys, counts, config, block_size, finished, on_block, notify
         )
-    report = FitReport.from_infos(infos, boot_infos, time.perf_counter() - started)
+        diverged = diverged_replicates(model, boot_infos)
+    report = FitReport.from_infos(infos, boot_infos, time.perf_counter() - started, diverged)
     fitted = FittedMediation(params, boot_params, counts, model, data, settings, report)
     if store is not None:
         store.finish(fitted)

@@ -2,10 +2,16 @@
 
 Each replicate resamples the ``n`` rows with replacement, refits every generator on its
 resample (a block of replicates under one ``vmap`` per node) and is later re-simulated with its
-resample's empirical covariate distribution (row counts as weights). Replicates are fitted in
-blocks of a fixed size, so a long bootstrap can be checkpointed after each block and resumed;
-keys are defined per replicate (:func:`dcma_jax.training.replicate_keys`), so the blocks give
-the same fits whether run in one go or resumed.
+resample's empirical covariate distribution (row counts as weights). A resample enters the
+fit as row counts too (weights ``w * counts``), so the training/validation split of a neural
+fit is a split of original rows, as in the point fit: no replicate validates on copies of its
+training rows. A replicate whose fit diverges is dropped from the intervals and counted; the
+fit fails only when more than :data:`MAX_DIVERGED_SHARE` of the replicates diverge.
+
+Replicates are fitted in blocks of a fixed size, so a long bootstrap can be checkpointed
+after each block and resumed; keys are defined per replicate
+(:func:`dcma_jax.training.replicate_keys`), so the blocks give the same fits whether run in
+one go or resumed.
 """
 
 from __future__ import annotations
@@ -19,18 +25,16 @@ import numpy as np
 
 from dcma_jax.data import MediationData
 from dcma_jax.model import Model, float_dtype
-from dcma_jax.training import FitInfo, TrainConfig, fit_model_replicates
+from dcma_jax.training import FitInfo, TrainConfig, TrainingError, fit_model_replicates
 
 DEFAULT_BLOCK_SIZE = 25
+#: Largest share of diverged bootstrap replicates a fit tolerates (they are dropped).
+MAX_DIVERGED_SHARE = 0.1
 
 
-def bootstrap_rows(key: jax.Array, n: int, num_replicates: int) -> jax.Array:
-    """``(B, n)`` row indices of ``B`` resamples with replacement."""
-    return jax.random.randint(key, (num_replicates, n), 0, n)
-
-
-def row_counts(rows: jax.Array, n: int) -> jax.Array:
-    """``(B, n)`` float counts: how often each row appears in each resample."""
+def bootstrap_counts(key: jax.Array, n: int, num_replicates: int) -> jax.Array:
+    """``(B, n)`` float counts: how often each row appears in each resample (with replacement)."""
+    rows = jax.random.randint(key, (num_replicates, n), 0, n)
     return jax.vmap(lambda r: jnp.bincount(r, length=n))(rows).astype(float_dtype())
 
 
@@ -48,7 +52,7 @@ def fit_block(
     model: Model,
     data: MediationData,
     keys: jax.Array,
-    rows: jax.Array,
+    counts: jax.Array,
     config: TrainConfig,
     block: tuple[int, int],
     block_size: int,
@@ -60,7 +64,7 @@ def fit_block(
     """
     start, stop = block
     index = np.minimum(np.arange(start, start + block_size), stop - 1)
-    params, infos = fit_model_replicates(model, data, keys[:, index], rows[index], config)
+    params, infos = fit_model_replicates(model, data, keys[:, index], counts[index], config)
     keep = stop - start
     return jax.tree.map(lambda v: v[:keep], (params, infos))
 
@@ -74,7 +78,7 @@ def fit_bootstrap(
     model: Model,
     data: MediationData,
     keys: jax.Array,
-    rows: jax.Array,
+    counts: jax.Array,
     config: TrainConfig,
     block_size: int = DEFAULT_BLOCK_SIZE,
     finished: Sequence[Any] = (),
@@ -88,7 +92,7 @@ def fit_bootstrap(
       data: the observed rows the resamples index.
       config: optimisation settings.
       keys: ``(num_nodes, B)`` replicate keys.
-      rows: ``(B, n)`` resamples.
+      counts: ``(B, n)`` row counts of the resamples.
       block_size: replicates per block.
       finished: ``(params, infos)`` of the first blocks, already fitted (a resumed run).
       on_block: called with ``(block index, (params, infos))`` after each new block (to
@@ -99,7 +103,7 @@ def fit_bootstrap(
       ``(params, infos)`` of all ``B`` replicates, stacked.
     """
     blocks = list(finished)
-    ranges = block_ranges(rows.shape[0], block_size)
+    ranges = block_ranges(counts.shape[0], block_size)
     for i, block in enumerate(ranges):
         if i < len(blocks):
             continue
@@ -107,11 +111,31 @@ def fit_bootstrap(
             progress(
                 f"bootstrap block {i + 1}/{len(ranges)} (replicates {block[0] + 1}-{block[1]})"
             )
-        fitted = fit_block(model, data, keys, rows, config, block, block_size)
+        fitted = fit_block(model, data, keys, counts, config, block, block_size)
         if on_block is not None:
             on_block(i, fitted)
         blocks.append(fitted)
     return stack_blocks(blocks)
+
+
+def diverged_replicates(model: Model, infos: Sequence[FitInfo]) -> np.ndarray:
+    """``(B,)`` bools: replicates whose fit diverged at any node.
+
+    Raises:
+      TrainingError: more than :data:`MAX_DIVERGED_SHARE` of the replicates diverged; the
+        message names the node that diverged most often.
+    """
+    per_node = np.stack([np.asarray(i.diverged, bool) for i in infos])  # (nodes, B)
+    diverged = per_node.any(axis=0)
+    if diverged.mean() > MAX_DIVERGED_SHARE:
+        worst = int(per_node.sum(axis=1).argmax())
+        node, generator = model.graph.nodes[worst], model.generators[worst]
+        raise TrainingError(
+            f"training of node {node.name!r} ({type(generator).__name__}) diverged in "
+            f"{int(per_node[worst].sum())} of {diverged.size} bootstrap replicates (more than "
+            f"{MAX_DIVERGED_SHARE:.0%} diverged in all); lower the learning rate or check the data"
+        )
+    return diverged
 
 
 def percentile_interval(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:

@@ -430,9 +430,15 @@ def effects(
             b_draws,
             chunk_size,
         )
-        low, high = percentile_interval(np.asarray(boot_values), ci_level)
-        curves_low, curves_high = percentile_interval(np.asarray(boot_curves), ci_level)
+        kept = ~np.asarray(fitted.report.replicate_diverged or [False] * fitted.bootstrap)
+        low, high = percentile_interval(np.asarray(boot_values)[kept], ci_level)
+        curves_low, curves_high = percentile_interval(np.asarray(boot_curves)[kept], ci_level)
 
+    rows = effect_rows(estimands.layout, spec)
+    undefined = _undefined_ratios(estimands.layout, rows, np.asarray(values), low, high)
+    if low is not None:
+        for i in undefined:
+            low[i] = high[i] = np.nan
     meta = fitted.describe()
     meta.update(
         {
@@ -444,6 +450,10 @@ def effects(
             "ci_method": "percentile" if fitted.bootstrap else None,
             "seed": seed,
             "energy_convention": "2E|X-Y| - E|X-X'| - E|Y-Y'| (scipy's energy_distance squared)",
+            "undefined": [
+                {"effect": rows[i].effect, "what": what, "reason": reason}
+                for i, (what, reason) in undefined.items()
+            ],
         }
     )
     if data.treatment_var.kind != "binary":
@@ -460,7 +470,7 @@ def effects(
         )
     meta["seconds"] = round(time.perf_counter() - started, 2)
     return MediationResult.from_arrays(
-        rows=effect_rows(estimands.layout, spec),
+        rows=rows,
         estimates=np.asarray(values, np.float64),
         ci_low=low,
         ci_high=high,
@@ -473,6 +483,33 @@ def effects(
         curves_low=curves_low,
         curves_high=curves_high,
     )
+
+
+def _undefined_ratios(
+    layout: EffectLayout,
+    rows: Sequence,
+    values: np.ndarray,
+    low: np.ndarray | None,
+    high: np.ndarray | None,
+) -> dict[int, tuple[str, str]]:
+    """Ratio rows (proportions mediated) whose interval is undefined: ``{row: (what, why)}``.
+
+    ``NIE / TE`` is unbounded near ``TE = 0``: when the TE's interval contains 0, the ratio's
+    replicates straddle a pole and their percentiles mean nothing, so the interval is reported
+    as undefined (``null``) with this reason rather than as numbers.
+    """
+    index = {(r.effect, r.functional, r.level): i for i, r in enumerate(rows)}
+    out = {}
+    for name, _, denominator in layout.ratios:
+        i, den = index[(name, "mean", None)], index[(denominator, "mean", None)]
+        if low is not None and low[den] <= 0.0 <= high[den]:
+            out[i] = (
+                "interval",
+                f"the interval of {denominator} contains 0, so the ratio is unbounded there",
+            )
+        elif not np.isfinite(values[i]):
+            out[i] = ("estimate", f"{denominator} is 0")
+    return out
 
 
 def dose_response(

@@ -132,19 +132,10 @@ def simulate_packed(
 ) -> Draws:
     """:func:`simulate` on stacked arms: the compiled core (arm codes traced).
 
-    Args:
-      model: static structure (graph and generators).
-      params: per-node generator variables, in node order.
-      key: PRNG key.
-      covariates: ``(n, p)`` empirical covariate rows (internal units).
-      weights: ``(n,)`` non-negative resampling weights (need not sum to one).
-      arms: :class:`~dcma_jax.arms.Arms` from :meth:`~dcma_jax.arms.Arms.pack`.
-      num_draws: draws per arm.
-      chunk_size: draws per chunk; bounds the memory of intermediate activations.
-
-    Returns:
-      :class:`Draws` in internal units. Differentiable in ``params`` and in the arms'
-      treatment codes (for continuous nodes).
+    Takes the arguments of :func:`simulate`, with ``arms`` an :class:`~dcma_jax.arms.Arms`
+    from :meth:`~dcma_jax.arms.Arms.pack` (or built from traced codes). Returns
+    :class:`Draws` in internal units, differentiable in ``params`` and in the arms' treatment
+    codes (for continuous nodes).
     """
     k = model.graph.num_mediators
     if arms.mediators.ndim != 3 or arms.mediators.shape[2] != k:

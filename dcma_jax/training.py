@@ -78,9 +78,14 @@ class _LoopState(NamedTuple):
 def _mean_loss(
     module: Generator, params: Any, x: jax.Array, context: jax.Array, weights: jax.Array
 ) -> jax.Array:
-    """Weighted mean per-example loss ``sum_i w_i l_i / sum_i w_i``."""
+    """Weighted mean per-example loss ``sum_i w_i l_i / sum_i w_i`` (0 if every weight is 0).
+
+    Bootstrap replicates weight rows by their resample counts, so a minibatch may hold rows of
+    weight 0; they contribute nothing.
+    """
     losses = apply_batched(module, "loss", params, x, context)
-    return jnp.sum(weights * losses) / jnp.sum(weights)
+    total = jnp.sum(weights)
+    return jnp.sum(jnp.where(weights > 0, weights * losses, 0.0)) / jnp.where(total > 0, total, 1.0)
 
 
 def _optimise(
@@ -208,32 +213,35 @@ def fit_generator_replicates(
     module: Generator,
     config: TrainConfig,
     keys: jax.Array,
-    rows: jax.Array,
+    counts: jax.Array,
     x: jax.Array,
     context: jax.Array,
     weights: jax.Array,
 ) -> tuple[Any, FitInfo]:
-    """Fits one generator to each row-resample in ``rows`` (``(B, n)`` indices) under one vmap.
+    """Fits one generator to each bootstrap resample under one vmap.
+
+    A resample is given by its row counts ``counts[b]`` (``(B, n)``): replicate ``b`` is the
+    fit on the original rows with weights ``weights * counts[b]``. So the training/validation
+    split is one of *original* rows, as in the point fit, and no replicate validates on copies
+    of its training rows (the weighted fit equals the fit on the resample's rows, duplicates
+    included, for closed forms; for neural generators it is the same objective).
 
     Returns variables and ``FitInfo`` with a leading replicate axis ``B``.
     """
 
-    def one(key: jax.Array, r: jax.Array) -> tuple[Any, FitInfo]:
-        return _fit_rows(module, config, key, x[r], context[r], weights[r])
+    def one(key: jax.Array, c: jax.Array) -> tuple[Any, FitInfo]:
+        return _fit_rows(module, config, key, x, context, weights * c)
 
-    return jax.vmap(one)(keys, rows)
+    return jax.vmap(one)(keys, counts)
 
 
 def _check_finite(model: Model, infos: Sequence[FitInfo]) -> None:
-    """Raises :class:`TrainingError` naming the first node whose fit diverged."""
+    """Raises :class:`TrainingError` naming the first node whose point fit diverged."""
     for node, generator, info in zip(model.graph.nodes, model.generators, infos, strict=True):
-        diverged = np.asarray(info.diverged)
-        if diverged.any():
-            where = f" in {int(diverged.sum())} of {diverged.size} bootstrap replicates"
+        if bool(np.asarray(info.diverged)):
             raise TrainingError(
                 f"training of node {node.name!r} ({type(generator).__name__}) diverged: "
-                f"the loss became NaN or infinite{where if diverged.ndim else ''}; "
-                "lower the learning rate or check the data"
+                "the loss became NaN or infinite; lower the learning rate or check the data"
             )
 
 
@@ -275,36 +283,33 @@ def fit_model_replicates(
     model: Model,
     data: MediationData,
     keys: jax.Array,
-    rows: jax.Array,
+    counts: jax.Array,
     config: TrainConfig = TrainConfig(),
 ) -> tuple[tuple[Any, ...], tuple[FitInfo, ...]]:
-    """Fits every node on each bootstrap resample ``rows`` (``(B, n)``), vmapped over ``B``.
+    """Fits every node on each bootstrap resample, vmapped over the replicates.
 
     Args:
       model: the model whose nodes to fit.
-      data: the observed rows the resamples index.
+      data: the observed rows the resamples weight.
       keys: ``(num_nodes, B)`` keys from :func:`replicate_keys` (or a slice of them).
-      rows: ``(B, n)`` row indices of the resamples.
+      counts: ``(B, n)`` row counts of the resamples (see :func:`fit_generator_replicates`).
       config: optimisation settings.
 
     Returns:
-      Per-node variables and diagnostics with a leading replicate axis.
-
-    Raises:
-      TrainingError: a node diverged in any replicate.
+      Per-node variables and diagnostics with a leading replicate axis. A replicate that
+      diverged is flagged in ``FitInfo.diverged``, not raised: the caller decides.
     """
-    if keys.shape != (len(model.generators), rows.shape[0]):
+    if keys.shape != (len(model.generators), counts.shape[0]):
         raise ValueError(
-            f"keys must be (num_nodes, B) = {(len(model.generators), rows.shape[0])}, "
+            f"keys must be (num_nodes, B) = {(len(model.generators), counts.shape[0])}, "
             f"got {keys.shape}"
         )
     weights = jnp.asarray(data.weights, float_dtype())
+    counts = jnp.asarray(counts, float_dtype())
     fits = [
-        fit_generator_replicates(generator, config, node_keys, rows, x, context, weights)
+        fit_generator_replicates(generator, config, node_keys, counts, x, context, weights)
         for generator, node_keys, (x, context) in zip(
             model.generators, keys, node_data(model, data), strict=True
         )
     ]
-    params, infos = tuple(f[0] for f in fits), tuple(f[1] for f in fits)
-    _check_finite(model, infos)
-    return params, infos
+    return tuple(f[0] for f in fits), tuple(f[1] for f in fits)

@@ -210,6 +210,114 @@ def test_bool_treatment_true_is_treated():
     np.testing.assert_array_equal(data.treatment, df["A"].astype(float))
 
 
+# ---- discrete-looking nodes -------------------------------------------------------------------
+
+
+def _with(column, values, n=200, seed=1):
+    """A frame of ``n`` rows whose ``column`` holds ``values`` (tiled or drawn)."""
+    df = make_df(n=n, seed=seed)
+    df[column] = values
+    return df
+
+
+@pytest.mark.parametrize(
+    "column, values, shown",
+    [
+        ("M1", np.tile([1, 2, 3, 4, 5], 40), r"5 distinct integer values \(1, 2, 3, 4, 5\)"),
+        ("M1", np.tile([0, 1, 2], 67)[:200], r"3 distinct integer values \(0, 1, 2\)"),
+        (
+            "Y",
+            np.tile(np.arange(11.0), 19)[:200],
+            r"11 distinct integer values \(0, 1, 2, 3, 4, ...\)",
+        ),
+        (
+            "Y",
+            np.tile(np.arange(-5, 15), 10),
+            r"20 distinct integer values \(-5, -4, -3, -2, -1, ...\)",
+        ),
+    ],
+)
+def test_integer_node_with_few_values_must_be_declared(column, values, shown):
+    # Integer dtype or integer-valued floats (3.0), from 3 up to MAX_DISCRETE_LEVELS values.
+    role = "mediator" if column == "M1" else "outcome"
+    with pytest.raises(DataError, match=rf"^{role} column '{column}' has {shown}") as info:
+        build(_with(column, values))
+    assert f"types={{'{column}': 'continuous'}} (CLI: --types {column}=continuous)" in str(
+        info.value
+    )
+    assert "\n" not in str(info.value)
+
+
+def test_integer_node_message():
+    with pytest.raises(DataError) as info:
+        build(_with("M1", np.tile([1, 2, 3, 4, 5], 40)))
+    assert str(info.value) == (
+        "mediator column 'M1' has 5 distinct integer values (1, 2, 3, 4, 5), like a count or a "
+        "rating scale; it is modelled as continuous only when declared so: "
+        "types={'M1': 'continuous'} (CLI: --types M1=continuous)"
+    )
+
+
+def test_integer_node_declared_continuous_is_standardised(tmp_path):
+    likert = np.tile([1, 2, 3, 4, 5], 40)
+    df = _with("M1", likert)
+    df["Y"] = np.tile(np.arange(10), 20)
+    data = build(df, types={"M1": "continuous", "Y": "continuous"})
+    assert data.mediator_vars[0].kind == "continuous" and data.outcome_var.kind == "continuous"
+    np.testing.assert_allclose(data.mediator_vars[0].decode(data.mediators[:, 0]), likert)
+    np.testing.assert_allclose(data.mediators[:, 0].std(), 1.0)
+    # Declaring only the mediator leaves the outcome flagged.
+    with pytest.raises(DataError, match=r"^outcome column 'Y' has 10 distinct integer values"):
+        build(df, types={"M1": "continuous"})
+    # The same declaration through a CSV (what --types M1=continuous,Y=continuous passes).
+    path = tmp_path / "likert.csv"
+    df.to_csv(path, index=False)
+    kwargs = dict(treatment="A", mediators=["M1", "M2"], outcome="Y")
+    types = {"M1": "continuous", "Y": "continuous"}
+    from_file = MediationData.from_csv(path, **kwargs, types=types)
+    np.testing.assert_allclose(from_file.mediators, build(df, covariates=(), types=types).mediators)
+    with pytest.raises(DataError, match=r"^mediator column 'M1' has 5 distinct integer values"):
+        MediationData.from_csv(path, **kwargs)
+
+
+def test_declared_binary_still_rejects_an_integer_scale():
+    with pytest.raises(DataError, match=r"'M1' is declared binary but has 3 distinct values"):
+        build(_with("M1", np.tile([0, 1, 2], 67)[:200]), types={"M1": "binary"})
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param(np.random.default_rng(2).normal(40.0, 12.0, 200), id="float"),
+        pytest.param(np.round(np.random.default_rng(3).normal(3.0, 1.0, 200), 1), id="float-1dp"),
+        pytest.param(np.random.default_rng(4).integers(18, 90, 200), id="age-in-years"),
+        pytest.param(np.tile(np.arange(21), 10)[:200], id="21-integers"),
+    ],
+)
+def test_continuous_and_many_valued_integer_nodes_are_not_flagged(values):
+    data = build(_with("M1", values))
+    assert data.mediator_vars[0].kind == "continuous"
+    np.testing.assert_allclose(data.mediator_vars[0].decode(data.mediators[:, 0]), values)
+
+
+def test_short_column_of_distinct_integers_is_continuous():
+    # 20 rows, 20 distinct integers (the module docstring's example): no ties, no scale.
+    df = make_df(n=20)
+    df["M1"] = np.arange(20)
+    assert build(df).mediator_vars[0].kind == "continuous"
+    df["M1"] = np.tile(np.arange(10), 2)  # 10 values on 2 rows each: a scale
+    with pytest.raises(DataError, match=r"'M1' has 10 distinct integer values"):
+        build(df)
+
+
+def test_binary_integer_nodes_and_integer_covariates_are_unchanged():
+    df = _with("M2", np.tile([3, 7], 100))
+    df["grade"] = np.tile([1, 2, 3, 4], 50)
+    data = build(df, covariates=["grade"])
+    assert data.mediator_vars[1].kind == "binary" and data.mediator_vars[1].levels == (3, 7)
+    assert data.covariate_names == ("grade",)  # covariates are contexts, not modelled nodes
+
+
 # ---- treatment coding ------------------------------------------------------------------------
 
 
@@ -457,6 +565,47 @@ def test_from_csv_unreadable_bytes(tmp_path):
 def test_from_csv_directory(tmp_path):
     with pytest.raises(DataError, match="is a directory"):
         MediationData.from_csv(tmp_path, treatment="A", mediators="M", outcome="Y")
+
+
+def test_from_csv_duplicate_header(tmp_path):
+    # pandas alone reads the second 'M' as 'M.1' and the analysis would run on the first.
+    path = tmp_path / "dup.csv"
+    rows = "\n".join(f"{i % 2},{0.1 * i},{0.5 * i},{-0.2 * i},{i}" for i in range(N))
+    path.write_text("A,M,Y,M,Y\n" + rows + "\n")
+    with pytest.raises(DataError) as info:
+        MediationData.from_csv(path, treatment="A", mediators="M", outcome="Y")
+    assert str(info.value) == (
+        f"file {str(path)!r} has duplicate column names in its header: 'M' (2 times), "
+        f"'Y' (2 times); each column needs a unique name"
+    )
+
+
+def test_from_csv_duplicate_unused_column_and_blank_names(tmp_path):
+    df = make_df()
+    path = tmp_path / "extra.csv"
+    text = df.to_csv(index=False).splitlines()
+    # An unused column named twice is refused too: which one was meant is unknowable.
+    lines = [text[0] + ",note,note"] + [row + ",x,y" for row in text[1:]]
+    path.write_text("\n".join(lines) + "\n")
+    match = r"duplicate column names in its header: 'note' \(2 times\)"
+    with pytest.raises(DataError, match=match):
+        MediationData.from_csv(path, treatment="A", mediators=["M1"], outcome="Y")
+    # Blank header fields become distinct 'Unnamed: <i>' columns, not duplicates.
+    lines = [text[0] + ",,"] + [row + ",1,2" for row in text[1:]]
+    path.write_text("\n".join(lines) + "\n")
+    data = MediationData.from_csv(path, treatment="A", mediators=["M1"], outcome="Y")
+    assert data.n == N
+
+
+def test_dataframe_duplicate_columns():
+    df = make_df()
+    dup = pd.concat([df, df[["M1"]], df[["age"]].rename(columns={"age": "w"})], axis=1)
+    with pytest.raises(DataError) as info:
+        build(dup)
+    assert str(info.value) == (
+        "the data has duplicate column names: 'M1' (2 times), 'w' (2 times); each column needs "
+        "a unique name"
+    )
 
 
 # ---- from_arrays -----------------------------------------------------------------------------

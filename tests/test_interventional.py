@@ -15,9 +15,9 @@ import pytest
 from multi_mediator_fits import CLOSED_FORMS, frame, interventional_result, ols_standard_errors
 
 import dcma_jax as dj
+from dcma_jax.arms import Arm, Arms
 from dcma_jax.datasets import TWO_MEDIATORS, linear_truths
 from dcma_jax.estimands import interventional_effects
-from dcma_jax.arms import Arm, Arms
 
 
 @pytest.fixture(scope="module")

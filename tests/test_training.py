@@ -10,6 +10,7 @@ from conftest import FAST
 
 import dcma_jax as dj
 from dcma_jax.generators import LinearGaussian, MixtureDensityNetwork
+from dcma_jax.inference import bootstrap_counts
 from dcma_jax.model import Model, build_model, node_data
 from dcma_jax.training import fit_generator, fit_generator_replicates, fit_model
 
@@ -32,15 +33,16 @@ def test_same_seed_same_parameters(default_data):
 
 @pytest.mark.parametrize("generator", [LinearGaussian(), MixtureDensityNetwork()])
 def test_vmapped_replicates_equal_single_fits(default_data, generator):
-    # Replicate b of the vmapped fit is the single fit on rows[b] with key b: the batched
-    # while_loop freezes finished replicates, so early stopping is per replicate.
+    # Replicate b of the vmapped fit is the single fit on the original rows weighted by the
+    # resample's counts, with key b: the batched while_loop freezes finished replicates, so
+    # early stopping is per replicate, and the validation split is one of original rows.
     model = build_model(default_data, "mdn")
     x, c, w = _node(default_data, model, 0)
-    rows = jax.random.randint(jax.random.key(0), (3, default_data.n), 0, default_data.n)
+    counts = bootstrap_counts(jax.random.key(0), default_data.n, 3)
     keys = jax.random.split(jax.random.key(1), 3)
-    batched, infos = fit_generator_replicates(generator, FAST, keys, rows, x, c, w)
+    batched, infos = fit_generator_replicates(generator, FAST, keys, counts, x, c, w)
     for b in range(3):
-        single, info = fit_generator(generator, FAST, keys[b], x[rows[b]], c[rows[b]], w)
+        single, info = fit_generator(generator, FAST, keys[b], x, c, w * counts[b])
         assert int(info.epochs) == int(infos.epochs[b])
         # Batched and unbatched matmuls may sum in different orders: float32 rounding only.
         jax.tree.map(
@@ -48,6 +50,20 @@ def test_vmapped_replicates_equal_single_fits(default_data, generator):
             single,
             batched,
         )
+
+
+def test_closed_form_replicate_equals_the_fit_on_the_resampled_rows(default_data):
+    # For closed forms, counts as weights are frequency weights: the fit on the resample's rows
+    # (duplicates included) is the same estimate.
+    model = build_model(default_data, "linear")
+    x, c, w = _node(default_data, model, 1)
+    rows = jax.random.randint(jax.random.key(2), (default_data.n,), 0, default_data.n)
+    counts = jnp.bincount(rows, length=default_data.n).astype(w.dtype)
+    on_rows, _ = fit_generator(LinearGaussian(), FAST, jax.random.key(0), x[rows], c[rows], w)
+    weighted, _ = fit_generator(LinearGaussian(), FAST, jax.random.key(0), x, c, w * counts)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), on_rows, weighted
+    )
 
 
 def test_fit_does_not_retrace(default_data):

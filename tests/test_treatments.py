@@ -157,7 +157,8 @@ def test_grad_through_simulate_for_linear_generators():
     assert dj.queries.pathwise_differentiable(model)
 
     def mean_y(a_m):
-        arms = dj.Arms(jnp.asarray([0.3]), jnp.stack([a_m, a_m])[None, None], jnp.zeros((1, 2), int))
+        codes = jnp.stack([a_m, a_m])[None, None]
+        arms = dj.Arms(jnp.asarray([0.3]), codes, jnp.zeros((1, 2), int))
         draws = dj.simulate_packed(model, params, jax.random.key(9), x, w, arms, 1000)
         return jnp.mean(draws.outcome)
 
