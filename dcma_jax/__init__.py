@@ -12,6 +12,7 @@ from dcma_jax.analysis import analyze
 from dcma_jax.arms import Arm, Arms, parse_arms
 from dcma_jax.data import DataError, MediationData, Variable
 from dcma_jax.datasets import DEFAULT_STUDY, SequentialStudy, SyntheticStudy, load_default_study
+from dcma_jax.errors import ArgumentError
 from dcma_jax.estimands import (
     EffectLayout,
     Estimands,
@@ -43,6 +44,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_STUDY",
+    "ArgumentError",
     "Arm",
     "Arms",
     "BernoulliMLP",

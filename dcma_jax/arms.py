@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from dcma_jax.errors import ArgumentError
 from dcma_jax.graph import CausalGraph
 from dcma_jax.paths import PathSpecificError, identify, parse, show_value
 from dcma_jax.paths import parse_value as _value
@@ -59,9 +60,11 @@ class Arm:
         object.__setattr__(self, "sources", tuple(int(s) for s in self.sources))
         k = len(self.sources)
         if not chains or any(len(c) != k for c in chains):
-            raise ValueError(f"arm {self.expression}: every chain needs {k} mediator codes")
+            raise ArgumentError(f"arm {self.expression}: every chain needs {k} mediator codes")
         if any(not 0 <= s < len(chains) for s in self.sources):
-            raise ValueError(f"arm {self.expression}: sources must index its {len(chains)} chains")
+            raise ArgumentError(
+                f"arm {self.expression}: sources must index its {len(chains)} chains"
+            )
 
     @classmethod
     def joint(cls, expression: str, outcome: float, mediators: Sequence[float]) -> Arm:
@@ -109,9 +112,9 @@ class Arms(NamedTuple):
     def pack(cls, arms: Sequence[Arm], dtype: Any = jnp.float32) -> Arms:
         """Stacks arms, padding chains to a common count (padding chains are never read)."""
         if not arms:
-            raise ValueError("need at least one arm")
+            raise ArgumentError("need at least one arm")
         if len({len(a.sources) for a in arms}) != 1:
-            raise ValueError("all arms must have the same number of mediators")
+            raise ArgumentError("all arms must have the same number of mediators")
         c = max(len(a.chains) for a in arms)
         chains = [a.chains + (a.chains[-1],) * (c - len(a.chains)) for a in arms]
         return cls(

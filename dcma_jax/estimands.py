@@ -46,6 +46,7 @@ import numpy as np
 
 from dcma_jax import functionals
 from dcma_jax.arms import Arm
+from dcma_jax.errors import ArgumentError
 
 DEFAULT_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
@@ -84,11 +85,11 @@ class EffectLayout:
         used = [i for c in self.contrasts for i in (c.arm, c.reference)]
         used += [i for m in self.combinations for _, i in m.terms]
         if any(not 0 <= i < self.num_arms for i in used):
-            raise ValueError(f"contrasts refer to arms outside 0..{self.num_arms - 1}")
+            raise ArgumentError(f"contrasts refer to arms outside 0..{self.num_arms - 1}")
         names = {c.name for c in self.contrasts}
         missing = {n for _, a, b in self.ratios for n in (a, b)} - names
         if missing:
-            raise ValueError(f"ratios refer to unknown contrasts {sorted(missing)}")
+            raise ArgumentError(f"ratios refer to unknown contrasts {sorted(missing)}")
 
     def contrast(self, name: str) -> Contrast:
         return next(c for c in self.contrasts if c.name == name)
@@ -108,7 +109,7 @@ class Estimands:
 
     def __post_init__(self) -> None:
         if len(self.arms) != self.layout.num_arms:
-            raise ValueError(f"layout expects {self.layout.num_arms} arms, got {len(self.arms)}")
+            raise ArgumentError(f"layout expects {self.layout.num_arms} arms, got {len(self.arms)}")
 
     @property
     def arm_names(self) -> tuple[str, ...]:
@@ -267,10 +268,10 @@ class FunctionalSpec:
 
     def __post_init__(self) -> None:
         if any(not 0.0 < q < 1.0 for q in self.quantiles):
-            raise ValueError(f"quantile levels must lie in (0, 1), got {self.quantiles}")
+            raise ArgumentError(f"quantile levels must lie in (0, 1), got {self.quantiles}")
         unknown = [d for d in self.distances if d not in functionals.DISTANCES]
         if unknown:
-            raise ValueError(
+            raise ArgumentError(
                 f"unknown distances {unknown}; choose from {list(functionals.DISTANCES)}"
             )
 

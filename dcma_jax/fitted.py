@@ -25,6 +25,7 @@ import numpy as np
 
 from dcma_jax import queries
 from dcma_jax.data import MediationData
+from dcma_jax.errors import ArgumentError
 from dcma_jax.graph import resolve_parents
 from dcma_jax.inference import (
     DEFAULT_BLOCK_SIZE,
@@ -223,9 +224,9 @@ def fit(
       TrainingError: a generator diverged.
     """
     if bootstrap < 0:
-        raise ValueError(f"bootstrap must be >= 0, got {bootstrap}")
+        raise ArgumentError(f"bootstrap must be >= 0, got {bootstrap}")
     if block_size < 1:
-        raise ValueError(f"block_size must be positive, got {block_size}")
+        raise ArgumentError(f"block_size must be positive, got {block_size}")
     notify = progress or (lambda _: None)
     started = time.perf_counter()
     model = build_model(

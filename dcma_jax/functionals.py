@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dcma_jax.errors import ArgumentError
+
 __all__ = [
     "DISTANCES",
     "DISTANCE_FUNCTIONALS",
@@ -51,7 +53,7 @@ def _as_sample(x: jax.Array, name: str) -> jax.Array:
     """Check that ``x`` is a non-empty 1-D array and cast it to a floating dtype."""
     x = jnp.asarray(x)
     if x.ndim != 1 or x.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D sample, got shape {x.shape}.")
+        raise ArgumentError(f"{name} must be a non-empty 1-D sample, got shape {x.shape}.")
     return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
@@ -161,7 +163,7 @@ def quantile(
     except jax.errors.TracerArrayConversionError:
         concrete = None
     if concrete is not None and not np.all((concrete >= 0.0) & (concrete <= 1.0)):
-        raise ValueError(f"quantile levels must lie in [0, 1], got {concrete}.")
+        raise ArgumentError(f"quantile levels must lie in [0, 1], got {concrete}.")
     # Index arithmetic in float64 numpy when the levels are static, so that floor(h) matches
     # numpy's exactly; traced levels fall back to the sample's precision.
     xp, q = (jnp, jnp.asarray(levels, dtype=xs.dtype)) if concrete is None else (np, concrete)

@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
+from dcma_jax.errors import ArgumentError
+
 
 @dataclasses.dataclass(frozen=True)
 class Node:
@@ -61,20 +63,20 @@ class CausalGraph:
         treatment (the code enters contexts as is) and ``L >= 3`` for a categorical one.
         """
         if treatment_levels < 0:
-            raise ValueError(f"treatment_levels must be >= 0, got {treatment_levels}")
+            raise ArgumentError(f"treatment_levels must be >= 0, got {treatment_levels}")
         k = len(mediator_names)
         if len(mediator_kinds) != k:
-            raise ValueError("need one kind per mediator")
+            raise ArgumentError("need one kind per mediator")
         if parents is None:
             parents = [tuple(range(j)) for j in range(k)]
         if len(parents) != k:
-            raise ValueError(f"need parents for each of the {k} mediators")
+            raise ArgumentError(f"need parents for each of the {k} mediators")
         nodes = []
         rows = zip(mediator_names, mediator_kinds, parents, strict=True)
         for j, (name, kind, pa) in enumerate(rows):
             pa = tuple(sorted(int(p) for p in pa))
             if any(p < 0 or p >= j for p in pa):
-                raise ValueError(
+                raise ArgumentError(
                     f"mediator {name!r}: parents must be earlier mediators (indices < {j})"
                 )
             nodes.append(Node(name, kind, pa))
@@ -160,12 +162,16 @@ def resolve_parents(
         return None
     if isinstance(parents, str):
         if parents != "parallel":
-            raise ValueError(f"parents must be 'chain', 'parallel' or a mapping, got {parents!r}")
+            raise ArgumentError(
+                f"parents must be 'chain', 'parallel' or a mapping, got {parents!r}"
+            )
         return tuple(() for _ in range(k))
     if isinstance(parents, Mapping):
         unknown = sorted(set(parents) - set(names))
         if unknown:
-            raise ValueError(f"parents given for unknown mediators {unknown}; mediators: {names}")
+            raise ArgumentError(
+                f"parents given for unknown mediators {unknown}; mediators: {names}"
+            )
         out = []
         for j, name in enumerate(names):
             if name not in parents:
@@ -174,9 +180,9 @@ def resolve_parents(
             idx = []
             for p in parents[name]:
                 if p not in names:
-                    raise ValueError(f"parent {p!r} of mediator {name!r} is not a mediator")
+                    raise ArgumentError(f"parent {p!r} of mediator {name!r} is not a mediator")
                 if names.index(p) >= j:
-                    raise ValueError(
+                    raise ArgumentError(
                         f"parent {p!r} of mediator {name!r} must come earlier in the causal "
                         f"order {names}"
                     )

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dcma_jax.data import MediationData
+from dcma_jax.errors import ArgumentError
 from dcma_jax.model import Model, float_dtype
 from dcma_jax.training import FitInfo, TrainConfig, TrainingError, fit_model_replicates
 
@@ -41,7 +42,7 @@ def bootstrap_counts(key: jax.Array, n: int, num_replicates: int) -> jax.Array:
 def block_ranges(num_replicates: int, block_size: int) -> list[tuple[int, int]]:
     """``[(start, stop), ...]`` of the replicate blocks."""
     if block_size < 1:
-        raise ValueError(f"block_size must be positive, got {block_size}")
+        raise ArgumentError(f"block_size must be positive, got {block_size}")
     return [
         (start, min(start + block_size, num_replicates))
         for start in range(0, num_replicates, block_size)

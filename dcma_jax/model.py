@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dcma_jax.data import MediationData
+from dcma_jax.errors import ArgumentError
 from dcma_jax.generators.base import Generator, generator_class
 from dcma_jax.graph import CausalGraph
 
@@ -35,13 +36,13 @@ class Model:
 
     def __post_init__(self) -> None:
         if len(self.generators) != len(self.graph.nodes):
-            raise ValueError(
+            raise ArgumentError(
                 f"need {len(self.graph.nodes)} generators (one per node), "
                 f"got {len(self.generators)}"
             )
         for node, generator in zip(self.graph.nodes, self.generators, strict=True):
             if node.kind not in type(generator).kinds:
-                raise ValueError(
+                raise ArgumentError(
                     f"node {node.name!r} is {node.kind} but {type(generator).__name__} "
                     f"models {', '.join(type(generator).kinds)} nodes"
                 )
@@ -97,9 +98,9 @@ def build_model(
         unknown = sorted(set(generators) - set(names))
         missing = [name for name in names if name not in generators]
         if unknown:
-            raise ValueError(f"generators given for unknown nodes {unknown}; nodes: {names}")
+            raise ArgumentError(f"generators given for unknown nodes {unknown}; nodes: {names}")
         if missing:
-            raise ValueError(f"no generator given for nodes {missing}")
+            raise ArgumentError(f"no generator given for nodes {missing}")
         choices = [generators[name] for name in names]
     else:
         choices = [generators] * len(names)

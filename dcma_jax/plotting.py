@@ -24,6 +24,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from dcma_jax.errors import ArgumentError
 from dcma_jax.results import MediationResult
 
 __all__ = [
@@ -190,7 +191,7 @@ def plot_quantile_effects(
     truth_curves = dict(truth_curves or {})
     for name, curve in truth_curves.items():
         if np.shape(curve) != levels.shape:
-            raise ValueError(
+            raise ArgumentError(
                 f"truth curve {name!r} has shape {np.shape(curve)}, expected {levels.shape} "
                 f"(one value per curve level)"
             )

@@ -20,6 +20,7 @@ import pandas as pd
 
 from dcma_jax.arms import Arm, Arms, parse_arms
 from dcma_jax.data import MediationData
+from dcma_jax.errors import ArgumentError
 from dcma_jax.estimands import (
     DEFAULT_QUANTILES,
     EffectLayout,
@@ -176,7 +177,7 @@ def dose_response_surface(
         direct, indirect = grad(grid, grid)
         return mu, direct, indirect
     if method != "finite_difference":
-        raise ValueError(f"method must be 'autodiff' or 'finite_difference', got {method!r}")
+        raise ArgumentError(f"method must be 'autodiff' or 'finite_difference', got {method!r}")
     a = jnp.concatenate([grid + step, grid - step, grid, grid])
     b = jnp.concatenate([grid, grid, grid + step, grid - step])
     y = means(a, b).reshape(4, size)
@@ -214,30 +215,32 @@ def contrast_pairs(
     var = data.treatment_var
     if var.kind == "binary":
         if treatment_values is not None or reference is not None:
-            raise ValueError("treatment_values and reference apply to non-binary treatments")
+            raise ArgumentError("treatment_values and reference apply to non-binary treatments")
         return [(1.0, 0.0, ("1", "0"), "")]
     if var.kind == "continuous":
         if reference is not None:
-            raise ValueError("reference applies to a categorical treatment")
+            raise ArgumentError("reference applies to a categorical treatment")
         if treatment_values is None:
             observed = var.decode(data.treatment)
             treatment_values = tuple(float(f"{q:.4g}") for q in np.quantile(observed, (0.75, 0.25)))
         if len(treatment_values) != 2:
-            raise ValueError(
+            raise ArgumentError(
                 f"treatment_values must be (treated, control), got {tuple(treatment_values)}"
             )
         t, c = (float(v) for v in treatment_values)
         if not (np.isfinite(t) and np.isfinite(c)) or t == c:
-            raise ValueError(f"treatment_values must be two different finite numbers, got {t}, {c}")
+            raise ArgumentError(
+                f"treatment_values must be two different finite numbers, got {t}, {c}"
+            )
         return [(float(var.encode(t)), float(var.encode(c)), (_label(t), _label(c)), "")]
     # categorical: every other level against the reference level
     if treatment_values is not None:
-        raise ValueError("treatment_values applies to a continuous treatment; use reference")
+        raise ArgumentError("treatment_values applies to a continuous treatment; use reference")
     levels = list(var.levels)
     ref = levels[0] if reference is None else reference
     matches = [lv for lv in levels if lv == ref or str(lv) == str(ref)]
     if not matches:
-        raise ValueError(
+        raise ArgumentError(
             f"reference {ref!r} is not a level of treatment {var.name!r} (levels: {levels})"
         )
     ref = matches[0]
@@ -280,7 +283,7 @@ def build_estimands(
 ) -> Estimands:
     """The estimands of an effects query, in codes (see :meth:`FittedMediation.effects`)."""
     if effects not in ("natural", "interventional"):
-        raise ValueError(f"effects must be 'natural' or 'interventional', got {effects!r}")
+        raise ArgumentError(f"effects must be 'natural' or 'interventional', got {effects!r}")
     pairs = contrast_pairs(data, treatment_values, reference)
     build = natural_effects if effects == "natural" else interventional_effects
     parts = [build(data.mediator_names, t, c, labels) for t, c, labels, _ in pairs]
@@ -385,14 +388,14 @@ def effects(
       ValueError: bad arguments; PathSpecificError: an expression that is not identified.
     """
     if num_draws < 1:
-        raise ValueError(f"num_draws must be positive, got {num_draws}")
+        raise ArgumentError(f"num_draws must be positive, got {num_draws}")
     if bootstrap_draws is not None and bootstrap_draws < 1:
-        raise ValueError(f"bootstrap_draws must be positive, got {bootstrap_draws}")
+        raise ArgumentError(f"bootstrap_draws must be positive, got {bootstrap_draws}")
     if not 0.0 < ci_level < 1.0:
-        raise ValueError(f"ci_level must lie in (0, 1), got {ci_level}")
+        raise ArgumentError(f"ci_level must lie in (0, 1), got {ci_level}")
     data, model = fitted.data, fitted.model
     if dose_grid is not None and data.treatment_var.kind != "continuous":
-        raise ValueError("dose_grid needs a continuous treatment")
+        raise ArgumentError("dose_grid needs a continuous treatment")
     notify = progress or (lambda _: None)
     started = time.perf_counter()
     seed = fitted.seed if seed is None else int(seed)
@@ -541,10 +544,10 @@ def dose_response(
     data, model = fitted.data, fitted.model
     var = data.treatment_var
     if var.kind != "continuous":
-        raise ValueError("dose_response needs a continuous treatment")
+        raise ArgumentError("dose_response needs a continuous treatment")
     values = np.asarray(grid, np.float64)
     if values.ndim != 1 or values.size == 0 or not np.all(np.isfinite(values)):
-        raise ValueError(f"grid must be a non-empty list of finite numbers, got {list(grid)}")
+        raise ArgumentError(f"grid must be a non-empty list of finite numbers, got {list(grid)}")
     if key is None:
         key = query_keys(fitted.seed if seed is None else int(seed))[2]
     arr = _arrays(fitted)
@@ -604,7 +607,7 @@ def simulate_arms(
     if isinstance(arms, str):
         arms = [arms]
     if num_draws < 1:
-        raise ValueError(f"num_draws must be positive, got {num_draws}")
+        raise ArgumentError(f"num_draws must be positive, got {num_draws}")
     data, model = fitted.data, fitted.model
     parsed = parse_user_arms(data, model, arms)
     key = query_keys(fitted.seed if seed is None else int(seed))[0]

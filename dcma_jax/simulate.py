@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from dcma_jax.arms import Arm, Arms
+from dcma_jax.errors import ArgumentError
 from dcma_jax.generators.base import apply_batched
 from dcma_jax.model import Model
 
@@ -139,11 +140,11 @@ def simulate_packed(
     """
     k = model.graph.num_mediators
     if arms.mediators.ndim != 3 or arms.mediators.shape[2] != k:
-        raise ValueError(f"arms: mediators must be (n_arms, C, {k}), got {arms.mediators.shape}")
+        raise ArgumentError(f"arms: mediators must be (n_arms, C, {k}), got {arms.mediators.shape}")
     dtype = covariates.dtype
     arms = Arms(arms.outcome.astype(dtype), arms.mediators.astype(dtype), arms.sources)
     if covariates.ndim != 2 or covariates.shape[1] != model.num_covariates:
-        raise ValueError(
+        raise ArgumentError(
             f"covariates must have shape (n, {model.num_covariates}), got {covariates.shape}"
         )
     size = min(chunk_size, num_draws)

@@ -20,6 +20,7 @@ import numpy as np
 import optax
 
 from dcma_jax.data import MediationData
+from dcma_jax.errors import ArgumentError
 from dcma_jax.generators.base import Generator, apply_batched, init_params
 from dcma_jax.model import Model, float_dtype, node_data
 
@@ -52,9 +53,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError("val_fraction must be in (0, 1)")
+            raise ArgumentError("val_fraction must be in (0, 1)")
         if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
-            raise ValueError("batch_size, max_epochs and patience must be positive")
+            raise ArgumentError("batch_size, max_epochs and patience must be positive")
 
 
 class FitInfo(NamedTuple):
@@ -300,7 +301,7 @@ def fit_model_replicates(
       diverged is flagged in ``FitInfo.diverged``, not raised: the caller decides.
     """
     if keys.shape != (len(model.generators), counts.shape[0]):
-        raise ValueError(
+        raise ArgumentError(
             f"keys must be (num_nodes, B) = {(len(model.generators), counts.shape[0])}, "
             f"got {keys.shape}"
         )

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+import dcma_jax as dj
 from dcma_jax import cli
 from dcma_jax.cli import steps
 from dcma_jax.datasets import DEFAULT_STUDY, load_default_frame
@@ -319,6 +320,8 @@ def test_help_documents_every_flag(capsys):
     [
         (TrainingError("generator for 'Y' diverged (NaN loss)"), 2, "dcma: error: "),
         (RuntimeError("unexpected"), 1, "dcma: internal error: RuntimeError: unexpected"),
+        (ValueError("a bug"), 1, "dcma: internal error: ValueError: a bug"),
+        (dj.ArgumentError("bad value"), 2, "dcma: error: bad value"),
     ],
 )
 def test_failures_during_the_analysis_are_one_line(

@@ -8,10 +8,12 @@ Sub-commands, one module each:
 * ``dcma effects`` (:mod:`.effects`): the same report as ``run`` from a saved model, no refit;
 * ``dcma info`` (:mod:`.info`): describe a saved model.
 
-Every user error (bad data, bad flags, a missing or corrupted model, a diverged fit) ends the
-command with one line ``dcma: error: ...`` on stderr and exit status 2; ``--debug`` shows the
-traceback. Ctrl-C ends any command within about a second with ``dcma: interrupted`` and exit
-status 130 (see :mod:`dcma_jax.interrupts`). See ``docs/cli.md`` for the full reference.
+Every user error (bad data, bad flags, a missing or corrupted model, a diverged fit; see
+:mod:`dcma_jax.errors`) ends the command with one line ``dcma: error: ...`` on stderr and exit
+status 2; anything else is an internal error, ``dcma: internal error: ...`` and exit status 1.
+``--debug`` shows the traceback. Ctrl-C ends any command within about a second with
+``dcma: interrupted`` and exit status 130 (see :mod:`dcma_jax.interrupts`). See
+``docs/cli.md`` for the full reference.
 
 Example:
     $ dcma fit --data study.csv --treatment A --mediators M --outcome Y --bootstrap 200 --save m
@@ -26,7 +28,10 @@ from collections.abc import Sequence
 from dcma_jax.cli import effects, fit, info, run
 from dcma_jax.cli.args import DEFAULT_STUDY_BOOTSTRAP, Parser, UsageError
 from dcma_jax.data import DataError
+from dcma_jax.errors import ArgumentError
 from dcma_jax.interrupts import run_interruptible
+from dcma_jax.paths import PathSpecificError
+from dcma_jax.persistence import ModelFileError
 from dcma_jax.training import TrainingError
 
 __all__ = ["DEFAULT_STUDY_BOOTSTRAP", "build_parser", "main"]
@@ -64,7 +69,15 @@ def _one_line(exc: BaseException) -> str:
 
 def _main(argv: list[str]) -> int:
     debug = "--debug" in argv
-    user_errors = (UsageError, DataError, ValueError, TrainingError, OSError)
+    user_errors = (
+        UsageError,
+        ArgumentError,
+        DataError,
+        PathSpecificError,
+        ModelFileError,
+        TrainingError,
+        OSError,
+    )
     try:
         parser = build_parser()
         try:

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from dcma_jax.errors import ArgumentError
 from dcma_jax.estimands import Estimands, FunctionalSpec, effect_rows, effect_values
 from dcma_jax.model import float_dtype
 
@@ -73,7 +74,9 @@ class SyntheticStudy:
         """
         for arm in arms:
             if any(len(set(chain)) != 1 for chain in arm.chains):
-                raise ValueError("synthetic truths support one mediator block: equal a_j per chain")
+                raise ArgumentError(
+                    "synthetic truths support one mediator block: equal a_j per chain"
+                )
         rng = np.random.default_rng(seed)
         cov = self.sample_covariates(rng, n)
         k = len(self.mediators)
