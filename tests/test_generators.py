@@ -8,8 +8,10 @@ CDF monotonicity and ``d cdf / dx = exp(log_prob)``. The recovery tests fit gene
 ``training.fit_generator`` to known conditional laws (Gaussian, heteroscedastic, bimodal,
 skewed) and compare fitted with true draws by a two-sample KS test (see ``_KS_ALPHA``).
 
-A generator's optional parts are detected from its class: ``log_prob`` and ``inverse`` when
-overridden, ``cdf`` when defined.
+A generator's optional parts are detected by ``Generator.implements``: ``log_prob`` and
+``inverse`` when overridden, ``cdf`` when overridden or derived from ``inverse``. The
+jit-equals-eager test runs under ``chex.variants``; the ``distrax`` views of generators are
+tested in ``tests/test_distributions.py``.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ import math
 from collections.abc import Sequence
 from typing import ClassVar
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
+from absl.testing import parameterized
 from jax.scipy.special import ndtr
 
 from dcma_jax import training
@@ -81,12 +85,9 @@ class HeteroscedasticGaussian(Generator):
         loc, scale = self._loc_scale(context)
         return jax.scipy.stats.norm.logpdf(x[0], loc, scale)
 
-    def inverse(self, x, context):
+    def inverse(self, x, context):  # the conditional normal score; cdf = Phi(inverse) is derived
         loc, scale = self._loc_scale(context)
         return ((x[0] - loc) / scale)[None]
-
-    def cdf(self, x, context):
-        return ndtr(self.inverse(x, context)[0])
 
 
 def registered_pairs() -> list[tuple[str, str]]:
@@ -123,13 +124,9 @@ def _module(name: str, kind: str) -> Generator:
     return cls(**small.get(cls, {}))
 
 
-def _overrides(cls: type, method: str) -> bool:
-    return getattr(cls, method, None) is not getattr(Generator, method, None)
-
-
 def _has(module: Generator, method: str) -> bool:
-    """Whether the generator implements an optional method (``cdf`` is outside the base)."""
-    return hasattr(type(module), method) and _overrides(type(module), method)
+    """Whether the generator implements an optional method."""
+    return type(module).implements(method)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -172,7 +169,11 @@ _TRACES: dict[Generator, int] = {}
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _battery(
-    module: Generator, kind: str, variables, key: jax.Array, context: jax.Array,
+    module: Generator,
+    kind: str,
+    variables,
+    key: jax.Array,
+    context: jax.Array,
     big_noise: jax.Array,
 ) -> dict[str, jax.Array]:
     """Every method on fixed-shape inputs; optional methods where present.
@@ -191,13 +192,19 @@ def _battery(
         return jnp.broadcast_to(anchor, (size, CONTEXT_DIM))
 
     x = run("sample", noise, context)
-    out = {"noise": noise, "context": context, "x": x, "loss": run("loss", x, context),
-           "big": run("sample", big_noise, at(anchors[0], N_LARGE))}
+    out = {
+        "noise": noise,
+        "context": context,
+        "x": x,
+        "loss": run("loss", x, context),
+        "big": run("sample", big_noise, at(anchors[0], N_LARGE)),
+    }
     values = jnp.array([[0.0], [1.0]]) if kind == "binary" else GRID[:, None]
     if _has(module, "log_prob"):
         out["log_prob"] = run("log_prob", x, context)
         out["grid_log_prob"] = jnp.stack(
-            [run("log_prob", values, at(a, values.shape[0])) for a in anchors])
+            [run("log_prob", values, at(a, values.shape[0])) for a in anchors]
+        )
     if _has(module, "inverse"):
         out["back"] = run("inverse", x, context)
         out["again"] = run("sample", out["back"], context)
@@ -247,6 +254,39 @@ def test_registry_holds_builtins_and_user_subclass():
     assert ("test_hetero_gaussian", "continuous") in PAIRS
 
 
+def test_implements_reports_optional_methods():
+    flow, mdn = generator_class("flow", "continuous"), generator_class("mdn", "continuous")
+    assert flow.implements("cdf") and flow.implements("inverse") and flow.implements("law")
+    assert mdn.implements("cdf") and not mdn.implements("inverse")  # its own closed form
+    assert HeteroscedasticGaussian.implements("cdf")  # derived: Phi(inverse)
+    assert not generator_class("linear", "binary").implements("cdf")  # inverse, but binary
+    assert not Diffusion.implements("log_prob") and Diffusion.implements("cdf")
+
+
+def test_default_cdf_refuses_generators_it_does_not_fit():
+    module = BernoulliMLP(hidden=(4,))
+    variables = _variables(module)
+    with pytest.raises(NotImplementedError, match="BernoulliMLP has no cdf"):
+        module.apply(variables, jnp.zeros(1), jnp.zeros(CONTEXT_DIM), method=BernoulliMLP.cdf)
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "message"),
+    [
+        ("sample", ((8, 2), (8, CONTEXT_DIM)), r"shape \(8, 2\) but expected \(8, 1\)"),
+        ("log_prob", ((8,), (8, CONTEXT_DIM)), r"rank 1 \(shape \(8,\)\) but expected 2"),
+        ("cdf", ((8, 1), (7, CONTEXT_DIM)), r"different shape prefixes: \[\(8,\), \(7,\)\]"),
+    ],
+    ids=["noise-size", "x-rank", "batch-size"],
+)
+def test_apply_batched_names_expected_and_actual_shapes(method, args, message):
+    module = SplineFlow(num_layers=1, hidden=(4,))
+    arrays = [jnp.zeros(shape) for shape in args]
+    with pytest.raises(AssertionError, match=message) as error:
+        apply_batched(module, method, _variables(module), *arrays)
+    assert f"SplineFlow.{method}" in str(error.value)
+
+
 @pytest.mark.parametrize("name", ["flow", "diffusion"])
 def test_binary_nodes_fall_back_to_bernoulli_mlp(name):
     assert generator_class(name, "continuous").registry_name == name
@@ -282,15 +322,22 @@ def test_same_key_same_samples(generator):
     assert _TRACES[module] == 1
 
 
-def test_jit_matches_eager(generator):
-    # Under jit XLA fuses and may reassociate float32 arithmetic; eager runs op by op. The two
-    # agree to a few ulps per operation, accumulated over at most num_steps = 20 sequential
-    # diffusion steps: rtol 1e-4 is ~100x float32 eps times that depth, with margin.
-    module, kind, out = generator
-    variables = _variables(module)
-    noise, context = out["noise"][:16], out["context"][:16]
-    eager = apply_batched(module, "sample", variables, noise, context)
-    np.testing.assert_allclose(eager, out["x"][:16], rtol=1e-4, atol=1e-5)
+class JitMatchesEagerTest(chex.TestCase):
+    """``sample`` under ``jax.jit`` and op by op, against the battery's (jitted) samples."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(
+        *[(pid.replace("-", "_"), *pair) for pid, pair in zip(PAIR_IDS, PAIRS, strict=True)]
+    )
+    def test_sample(self, name, kind):
+        # Under jit XLA fuses and may reassociate float32 arithmetic; eager runs op by op. The
+        # two agree to a few ulps per operation, accumulated over at most num_steps = 20
+        # sequential diffusion steps: rtol 1e-4 is ~100x float32 eps times that depth.
+        module, out = _results(name, kind)
+        sample = self.variant(functools.partial(apply_batched, module, "sample"))
+        got = sample(_variables(module), out["noise"][:16], out["context"][:16])
+        chex.assert_shape(got, (16, 1))
+        np.testing.assert_allclose(got, out["x"][:16], rtol=1e-4, atol=1e-5)
 
 
 def test_noise_sample_noise_round_trip(generator):
@@ -387,7 +434,8 @@ def test_rq_spline_inverse_and_log_det(seed):
     assert float(slopes[0]) == 1.0 and float(slopes[-1]) == 1.0
     u = jnp.linspace(-4.0, 4.0, 4001)
     y, log_det, back, log_det_inv, log_det_back, slope = _spline_checks(
-        u, (x_knots, y_knots, slopes), bound)
+        u, (x_knots, y_knots, slopes), bound
+    )
     assert np.all(np.diff(np.asarray(y)) > 0)
     # The inverse is exact up to float32 rounding of y divided by the local slope.
     np.testing.assert_allclose(back, u, atol=2e-6 / float(jnp.min(jnp.exp(log_det))))
@@ -410,8 +458,7 @@ def test_untrained_flow_is_standard_normal():
     flow = SplineFlow(num_layers=2, hidden=(16,))
     variables = jax.jit(init_params, static_argnums=(0, 2))(flow, jax.random.key(0), CONTEXT_DIM)
     noise, context = _inputs(flow, 32)
-    np.testing.assert_allclose(_apply(flow, "sample", variables, noise, context), noise,
-                               atol=1e-5)
+    np.testing.assert_allclose(_apply(flow, "sample", variables, noise, context), noise, atol=1e-5)
 
 
 def test_flow_per_layer_conditioners_match_contract():
@@ -420,8 +467,7 @@ def test_flow_per_layer_conditioners_match_contract():
     assert set(variables["params"]) == {f"conditioner_{i}" for i in range(3)}
     noise, context = _inputs(flow, 32)
     x = _apply(flow, "sample", variables, noise, context)
-    np.testing.assert_allclose(_apply(flow, "inverse", variables, x, context), noise,
-                               atol=1e-4)
+    np.testing.assert_allclose(_apply(flow, "inverse", variables, x, context), noise, atol=1e-4)
 
 
 def test_diffusion_loss_is_deterministic_and_fresh_per_step():
@@ -436,8 +482,11 @@ def test_diffusion_loss_is_deterministic_and_fresh_per_step():
     # O(1e-3) a smooth change of the network alone could cause.
     assert float(jnp.max(jnp.abs(loss(nudged) - loss(variables)))) > 1e-2
     # An explicit rng stream takes precedence over the hashed key.
-    with_rng = jax.jit(lambda v, key: model.apply(v, x[0], context[0], rngs={"diffusion": key},
-                                                  method=Diffusion.loss))
+    with_rng = jax.jit(
+        lambda v, key: model.apply(
+            v, x[0], context[0], rngs={"diffusion": key}, method=Diffusion.loss
+        )
+    )
     first, second = with_rng(variables, jax.random.key(1)), with_rng(variables, jax.random.key(2))
     assert np.isfinite(float(first)) and float(first) != float(second)
 
@@ -451,8 +500,10 @@ def test_diffusion_sampler_converges_at_first_order():
     noise, context = _inputs(Diffusion(), 256)
 
     def draw(steps):
-        return np.asarray(_apply(Diffusion(hidden=(16,), num_steps=steps), "sample", variables,
-                                 noise, context), np.float64)
+        return np.asarray(
+            _apply(Diffusion(hidden=(16,), num_steps=steps), "sample", variables, noise, context),
+            np.float64,
+        )
 
     reference = draw(1024)
     coarse, fine = (np.max(np.abs(draw(steps) - reference)) for steps in (32, 64))
@@ -475,8 +526,7 @@ N_TRAIN = 3000
 N_CHECK = 400
 _KS_ALPHA = 1e-3
 CHECK_CONTEXTS = ((0.0, -1.0), (1.0, 0.0), (0.0, 1.2))
-FIT_CONFIG = training.TrainConfig(max_epochs=150, patience=25, batch_size=256,
-                                  learning_rate=1e-3)
+FIT_CONFIG = training.TrainConfig(max_epochs=150, patience=25, batch_size=256, learning_rate=1e-3)
 # Fits take "rbg" keys: same semantics, and XLA compiles its generator far faster than
 # threefry's unrolled rounds, which dominate compile time of a short fit on two cores.
 FIT_KEY = jax.random.key(0, impl="rbg")
@@ -541,10 +591,20 @@ SLOW_RECOVERY = [
 ]
 
 
+_FITS: dict[tuple[str, str], tuple] = {}
+
+
+def _recovery_fit(name: str, case: str):
+    """``(module, variables, info)`` of the default ``name`` generator fitted to ``case``."""
+    if (name, case) not in _FITS:
+        module = generator_class(name, "continuous")()
+        x, context = _training_rows(case)
+        _FITS[name, case] = (module, *_fit(module, FIT_CONFIG, FIT_KEY, x, context))
+    return _FITS[name, case]
+
+
 def _check_recovery(name: str, case: str) -> list[float]:
-    module = generator_class(name, "continuous")()
-    x, context = _training_rows(case)
-    variables, info = _fit(module, FIT_CONFIG, FIT_KEY, x, context)
+    module, variables, info = _recovery_fit(name, case)
     assert not bool(info.diverged)
     return _ks_p_values(module, variables, case)
 
@@ -556,8 +616,9 @@ def test_fit_recovers_conditional_distribution(name, case):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "case"), SLOW_RECOVERY,
-                         ids=[f"{n}-{c}" for n, c in SLOW_RECOVERY])
+@pytest.mark.parametrize(
+    ("name", "case"), SLOW_RECOVERY, ids=[f"{n}-{c}" for n, c in SLOW_RECOVERY]
+)
 def test_fit_recovers_conditional_distribution_slow(name, case):
     p_values = _check_recovery(name, case)
     assert min(p_values) > _KS_ALPHA, p_values
@@ -568,9 +629,29 @@ def test_recovery_check_rejects_linear_fit_of_bimodal_data():
     assert min(p_values) < _KS_ALPHA, p_values
 
 
-@pytest.mark.parametrize("module", [SplineFlow(hidden=(16,), num_layers=2),
-                                    Diffusion(hidden=(16,), num_steps=10)],
-                         ids=["flow", "diffusion"])
+def test_list_valued_attributes_make_hashable_jit_statics():
+    # Generators are jit statics (fit_generator, simulate), hashed by their fields: lists are
+    # frozen to tuples on construction, for built-ins and user subclasses alike.
+    user = HeteroscedasticGaussian(hidden=[8, 8])
+    assert user.hidden == (8, 8) and hash(user) == hash(HeteroscedasticGaussian(hidden=(8, 8)))
+    module = MixtureDensityNetwork(hidden=[64, 64])
+    assert module == MixtureDensityNetwork() and hash(module) == hash(MixtureDensityNetwork())
+    # The same static arguments and shapes as the mdn-bimodal recovery fit, so fit_generator
+    # reuses that compilation and must return exactly its variables.
+    x, context = _training_rows("bimodal")
+    variables, info = _fit(module, FIT_CONFIG, FIT_KEY, x, context)
+    assert not bool(info.diverged)
+    chex.assert_trees_all_equal(variables, _recovery_fit("mdn", "bimodal")[1])
+    noise = jax.random.normal(jax.random.key(1), (8, type(module).noise_dim))
+    samples = _apply(module, "sample", variables, noise, context[:8])  # module static
+    assert samples.shape == (8, 1) and np.all(np.isfinite(samples))
+
+
+@pytest.mark.parametrize(
+    "module",
+    [SplineFlow(hidden=(16,), num_layers=2), Diffusion(hidden=(16,), num_steps=10)],
+    ids=["flow", "diffusion"],
+)
 def test_fit_generator_replicates_vmaps_bootstrap(module):
     x, context = _training_rows("heteroscedastic")
     x, context = x[:400], context[:400]

@@ -10,16 +10,49 @@ subclass registers itself under ``registry_name`` for the node kinds it lists in
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.core import FrozenDict
+from jax.scipy.special import ndtr
+
+if TYPE_CHECKING:
+    import distrax
 
 NODE_KINDS = ("continuous", "binary")
 
 _REGISTRY: dict[tuple[str, str], type[Generator]] = {}
+
+# Contract methods batched by apply_batched: the first argument's trailing size, by method
+# (``None``: ``noise_dim``); the second argument is always the context.
+_FIRST_ARG_SIZE: dict[str, int | None] = {
+    "sample": None,
+    "loss": 1,
+    "log_prob": 1,
+    "inverse": 1,
+    "cdf": 1,
+}
+
+
+def _hashable(value: Any) -> Any:
+    """``value`` with lists turned into tuples and dicts into ``FrozenDict``s, recursively."""
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        frozen = tuple(_hashable(v) for v in value)
+        return value if all(a is b for a, b in zip(frozen, value, strict=True)) else frozen
+    if isinstance(value, dict):
+        return FrozenDict({k: _hashable(v) for k, v in value.items()})
+    return value
+
+
+def _overrides(cls: type, method: str) -> bool:
+    return getattr(cls, method, None) is not getattr(Generator, method, None)
 
 
 class Generator(nn.Module):
@@ -30,13 +63,22 @@ class Generator(nn.Module):
     * ``sample(noise, context) -> x``: ``noise`` has shape ``(noise_dim,)`` and is standard
       normal; ``context`` has shape ``(context_dim,)``; ``x`` has shape ``(1,)``. Must be a
       deterministic function of ``(params, noise, context)``, so that common random numbers
-      and ``jax.grad`` work. A generator needing uniforms uses ``jax.scipy.stats.norm.cdf(noise)``.
+      and ``jax.grad`` work. A generator needing uniforms uses ``jax.scipy.special.ndtr(noise)``.
     * ``loss(x, context) -> scalar``: the per-example training loss. Defaults to
       ``-log_prob(x, context)``; generators without a density (diffusion) override it.
     * ``log_prob(x, context) -> scalar`` (optional): log-density (or log-mass for binary nodes).
     * ``inverse(x, context) -> noise`` (optional): the map back to noise, where it exists; for a
       continuous one-dimensional node this is the conditional normal score
       ``Phi^-1(F(x | context))``.
+    * ``cdf(x, context) -> scalar`` (optional): the conditional CDF ``F(x | context)`` of a
+      continuous node. Derived by default from ``inverse`` where that is the normal score —
+      ``cdf = Phi(inverse(x))`` (``jax.scipy.special.ndtr``) for a continuous generator of one
+      noise that overrides ``inverse``; any other generator without its own ``cdf`` raises
+      ``NotImplementedError``. Must satisfy ``d cdf / dx = exp(log_prob)`` where both exist.
+    * ``law(context) -> distrax.Distribution | None`` (optional): the conditional law at one
+      context, built from distrax's parts (``distrax.Normal``, ``MixtureSameFamily``, a
+      ``Transformed`` with a bijector, ``Bernoulli``), with scalar events. The default, ``None``,
+      makes :meth:`distribution` wrap ``sample`` / ``log_prob`` / ``cdf`` instead.
     * ``closed_form(x, context, weights) -> variables`` (optional, plain method, not traced by
       linen): the exact weighted maximum-likelihood fit. When it returns variables, training
       uses it instead of stochastic optimisation. Inputs are batched: ``x`` ``(n, 1)``,
@@ -47,6 +89,13 @@ class Generator(nn.Module):
     * ``registry_name``: the name users pick it by (``None``: not registered).
     * ``kinds``: the node kinds it models, a subset of ``("continuous", "binary")``.
     * ``noise_dim``: the size of the standard normal noise one sample consumes.
+
+    Derived for every subclass: batching (:func:`apply_batched`, with shape checks),
+    :meth:`distribution`, :meth:`implements`, registration, and hashability. Generators are jit
+    static arguments (``fit_generator``, ``simulate``), so their fields must hash: list- and
+    dict-valued fields are frozen to tuples and ``FrozenDict``s on construction
+    (``hidden=[64, 64]`` is stored, compared and hashed as ``(64, 64)``). A subclass that defines
+    ``__post_init__`` must call ``super().__post_init__()``, as flax requires anyway.
 
     ``__call__`` evaluates the loss; it is what ``init`` traces to create the parameters.
     """
@@ -65,6 +114,33 @@ class Generator(nn.Module):
                 raise ValueError(f"{cls.__name__}.kinds has unknown node kind {kind!r}")
             _REGISTRY[(name, kind)] = cls
 
+    def __post_init__(self) -> None:
+        # Before flax binds the module: fields are still plain attributes here, and the
+        # dataclass hash (jit's static-argument cache key) is computed from them later.
+        for field in dataclasses.fields(self):
+            if field.name in ("parent", "name") or not field.init:
+                continue
+            value = getattr(self, field.name)
+            frozen = _hashable(value)
+            if frozen is not value:
+                object.__setattr__(self, field.name, frozen)
+        super().__post_init__()
+
+    @classmethod
+    def implements(cls, method: str) -> bool:
+        """Whether this generator provides the optional contract method ``method``.
+
+        ``log_prob``, ``inverse``, ``law`` and ``closed_form`` when overridden; ``cdf`` when
+        overridden or derived from ``inverse`` (a continuous generator of one noise).
+        """
+        if method == "cdf" and not _overrides(cls, "cdf"):
+            return cls._cdf_from_inverse()
+        return _overrides(cls, method)
+
+    @classmethod
+    def _cdf_from_inverse(cls) -> bool:
+        return _overrides(cls, "inverse") and cls.noise_dim == 1 and "binary" not in cls.kinds
+
     def sample(self, noise: jax.Array, context: jax.Array) -> jax.Array:
         """Maps standard normal noise and a context to one sample of shape ``(1,)``."""
         raise NotImplementedError
@@ -77,13 +153,72 @@ class Generator(nn.Module):
         """Noise that maps to ``x`` given ``context`` (shape ``(noise_dim,)``)."""
         raise NotImplementedError(f"{type(self).__name__} has no inverse map")
 
+    def cdf(self, x: jax.Array, context: jax.Array) -> jax.Array:
+        r"""Conditional CDF ``F(x | c)`` of ``x`` (shape ``(1,)``); a scalar.
+
+        Default: ``Phi(inverse(x, c))``. For a continuous node whose ``sample`` is a strictly
+        increasing map of one normal noise ``z``, ``F(x | c) = P(z <= inverse(x, c))``.
+
+        Raises:
+          NotImplementedError: the generator has no ``inverse``, consumes more than one noise,
+            or models binary nodes, and defines no ``cdf`` of its own.
+        """
+        if not type(self)._cdf_from_inverse():
+            raise NotImplementedError(
+                f"{type(self).__name__} has no cdf: Phi(inverse(x)) is the CDF only for a "
+                "continuous generator whose sample is an increasing map of one noise; "
+                "define cdf(x, context)"
+            )
+        return ndtr(self.inverse(x, context)[0])
+
     def loss(self, x: jax.Array, context: jax.Array) -> jax.Array:
         """Per-example training loss; negative log-likelihood by default."""
         return -self.log_prob(x, context)
 
+    def law(self, context: jax.Array) -> distrax.Distribution | None:
+        """The conditional law at one context from distrax's parts; ``None``: the generic one."""
+        return None
+
     def closed_form(self, x: jax.Array, context: jax.Array, weights: jax.Array) -> Any | None:
         """Exact weighted fit returning linen variables, or ``None`` to train by optimisation."""
         return None
+
+    @nn.nowrap
+    def distribution(self, variables: Any, context: jax.Array) -> distrax.Distribution:
+        r"""The conditional law of the node at ONE context, as a ``distrax.Distribution``.
+
+        Events are scalars (``event_shape == ()``): ``sample(seed, (n,))`` has shape ``(n,)``,
+        and ``log_prob`` / ``cdf`` take values of any shape. It is the subclass's ``law`` where
+        defined (e.g. ``distrax.Normal`` for ``LinearGaussian``), else a wrapper whose
+        ``sample`` pushes normal noise through the generator's ``sample`` and whose
+        ``log_prob`` / ``cdf`` call the generator's (raising ``NotImplementedError`` where the
+        generator has none). Build it inside jitted code; it is a pytree, so it can also be
+        returned from ``jit``.
+
+        To batch over contexts, vmap a function that builds and queries it::
+
+            log_p = jax.vmap(lambda c, x: gen.distribution(variables, c).log_prob(x))(
+                contexts, values)  # contexts (n, c), values (n,) -> (n,)
+
+        Args:
+          variables: the generator's variables (``init_params`` or a fit).
+          context: ``(context_dim,)`` context of one example.
+
+        Returns:
+          A ``distrax.Distribution`` over the scalar node value.
+
+        Raises:
+          AssertionError: ``context`` is not one floating-point vector.
+        """
+        where = f"{type(self).__name__}.distribution takes ONE context, shape (context_dim,)"
+        chex.assert_rank(context, 1, custom_message=f"{where}; vmap it for a batch")
+        chex.assert_type(context, float, custom_message=where)
+        law = self.apply(variables, context, method=type(self).law)
+        if law is None:
+            from dcma_jax.generators.distributions import GeneratorDistribution
+
+            law = GeneratorDistribution(self, variables, context)
+        return law
 
     def __call__(self, x: jax.Array, context: jax.Array) -> jax.Array:
         return self.loss(x, context)
@@ -112,14 +247,50 @@ def generator_class(name: str, kind: str) -> type[Generator]:
     raise ValueError(f"generator {name!r} cannot model a {kind} node")
 
 
+def _check_batch(module: Generator, method: str | Callable, args: tuple[jax.Array, ...]) -> None:
+    """Trace-time shape and dtype checks of a batched call; messages name both shapes."""
+    if not args:
+        return
+    name = method if isinstance(method, str) else getattr(method, "__name__", "method")
+    where = f"apply_batched({type(module).__name__}.{name})"
+    chex.assert_equal_shape_prefix(
+        args, 1, custom_message=f"{where}: every argument needs the same leading batch size"
+    )
+    if name not in _FIRST_ARG_SIZE or not isinstance(method, str):
+        return
+    size = _FIRST_ARG_SIZE[name]
+    size = type(module).noise_dim if size is None else size
+    first = "noise" if name == "sample" else "x"
+    expected = f"{first} (n, {size}) and context (n, context_dim)"
+    chex.assert_rank(args, 2, custom_message=f"{where} takes {expected}")
+    chex.assert_shape(args[0], (args[0].shape[0], size), custom_message=f"{where} takes {expected}")
+    chex.assert_type(args, float, custom_message=f"{where} takes floating-point arrays")
+
+
 def apply_batched(
     module: Generator, method: str | Callable, variables: Any, *args: jax.Array
 ) -> jax.Array:
-    """Applies a single-example ``method`` over a leading batch axis of every argument."""
+    """Applies a single-example ``method`` over a leading batch axis of every argument.
+
+    Contract methods take ``(n, k)`` arrays: ``sample`` noise ``(n, noise_dim)``; ``loss``,
+    ``log_prob``, ``inverse`` and ``cdf`` values ``(n, 1)``; then the context
+    ``(n, context_dim)``. Shapes are checked when traced (``chex`` assertions, free at run
+    time); any other method is only checked for a shared leading axis.
+
+    Raises:
+      AssertionError: an argument has the wrong rank, trailing size, batch size or dtype; the
+        message names the expected and the actual shape.
+    """
+    _check_batch(module, method, args)
     fn = getattr(type(module), method) if isinstance(method, str) else method
     return jax.vmap(lambda *a: module.apply(variables, *a, method=fn))(*args)
 
 
 def init_params(module: Generator, key: jax.Array, context_dim: int) -> Any:
-    """Creates a generator's variables for a context of size ``context_dim``."""
+    """Creates a generator's variables for a context of size ``context_dim``.
+
+    Raises:
+      AssertionError: ``context_dim`` is not a positive integer.
+    """
+    chex.assert_scalar_positive(context_dim, custom_message="init_params: context_dim")
     return module.init(key, jnp.zeros((1,)), jnp.zeros((context_dim,)))

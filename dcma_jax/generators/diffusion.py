@@ -30,8 +30,9 @@ DDIM is first-order, so the sampler's own error shrinks like ``1 / num_steps`` â
 The discrete sampler is a strictly increasing map of the noise for any reasonably trained
 network (each step is, when ``sin(delta) dv/dx < cos(delta)``), so it is inverted step by
 step with a few fixed-point iterations: ``inverse`` is the exact normal score of the
-distribution that ``sample`` draws from, and ``cdf = Phi(inverse)``. There is no density:
-``log_prob`` raises ``NotImplementedError``.
+distribution that ``sample`` draws from, and ``cdf = Phi(inverse)`` (the base class's
+default). There is no density: ``log_prob`` raises ``NotImplementedError``, and so does
+``log_prob`` of ``distribution(variables, context)``, which supports ``sample`` and ``cdf``.
 
 Training randomness: the contract's ``loss(x, context)`` takes no key, and the training loop
 applies the module without rngs. When a ``"diffusion"`` rng stream is supplied
@@ -55,7 +56,6 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import ndtr
 
 from dcma_jax.generators.base import Generator
 from dcma_jax.generators.networks import MLP
@@ -178,7 +178,3 @@ class Diffusion(Generator):
 
         z, _ = jax.lax.scan(step, x[0], self._times(x.dtype), reverse=True)
         return z[None]
-
-    def cdf(self, x: jax.Array, context: jax.Array) -> jax.Array:
-        """CDF of the sampler's distribution, ``Phi(inverse(x))``; a scalar."""
-        return ndtr(self.inverse(x, context)[0])

@@ -7,7 +7,7 @@ reproduce the textbook numbers.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -15,6 +15,9 @@ import jax.numpy as jnp
 from jax.scipy.special import ndtr, ndtri
 
 from dcma_jax.generators.base import Generator
+
+if TYPE_CHECKING:
+    import distrax
 
 LINKS = ("logit", "probit")
 _IRLS_ITERATIONS = 50
@@ -48,6 +51,7 @@ class LinearGaussian(Generator):
 
     Fitted by weighted least squares; ``sigma^2 = sum_i w_i r_i^2 / (sum_i w_i - p)``, the
     degrees-of-freedom corrected residual variance that statsmodels reports as ``scale``.
+    ``cdf = Phi((x - mu(c)) / sigma)`` is the base class's ``Phi(inverse(x))``.
     """
 
     registry_name: ClassVar[str] = "linear"
@@ -73,9 +77,12 @@ class LinearGaussian(Generator):
         loc, scale = self._loc_scale(context)
         return (x - loc) / scale
 
-    def cdf(self, x: jax.Array, context: jax.Array) -> jax.Array:
-        """Conditional CDF ``Phi((x - mu(c)) / sigma)``."""
-        return ndtr(self.inverse(x, context)[0])
+    def law(self, context: jax.Array) -> distrax.Distribution:
+        """``distrax.Normal(mu(c), sigma)``."""
+        import distrax  # here, not at import: distrax loads tfp's jax substrate (~0.7 s)
+
+        loc, scale = self._loc_scale(context)
+        return distrax.Normal(loc[0], scale)
 
     def closed_form(self, x: jax.Array, context: jax.Array, weights: jax.Array) -> Any:
         design = _design(context)
@@ -126,6 +133,13 @@ class BinaryGLM(Generator):
         """Mid-point of the noise interval mapping to ``x`` (binary maps are not invertible)."""
         prob = self._prob(self.linear(context))
         return ndtri(jnp.where(x > 0.5, 0.5 * prob, 0.5 * (1.0 + prob)))
+
+    def law(self, context: jax.Array) -> distrax.Distribution:
+        """``distrax.Bernoulli`` with ``logit = log P(x=1) - log P(x=0)``, float samples."""
+        import distrax  # here, not at import: distrax loads tfp's jax substrate (~0.7 s)
+
+        log_p1, log_p0 = self._log_probs(self.linear(context)[0])
+        return distrax.Bernoulli(logits=log_p1 - log_p0, dtype=context.dtype)
 
     def closed_form(self, x: jax.Array, context: jax.Array, weights: jax.Array) -> Any:
         design = _design(context)

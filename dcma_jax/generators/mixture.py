@@ -8,7 +8,7 @@ models binary nodes with :class:`~dcma_jax.generators.discrete.BernoulliMLP`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +16,9 @@ from jax.scipy.special import ndtr
 
 from dcma_jax.generators.base import Generator
 from dcma_jax.generators.networks import MLP
+
+if TYPE_CHECKING:
+    import distrax
 
 _MIN_SCALE = 1e-3
 
@@ -56,3 +59,12 @@ class MixtureDensityNetwork(Generator):
         """Conditional CDF ``sum_k pi_k Phi((x - mu_k) / sigma_k)``."""
         log_w, loc, scale = self._mixture(context)
         return jnp.sum(jnp.exp(log_w) * ndtr((x[0] - loc) / scale))
+
+    def law(self, context: jax.Array) -> distrax.Distribution:
+        """``distrax.MixtureSameFamily(Categorical(pi(c)), Normal(mu(c), sigma(c)))``, with cdf."""
+        import distrax  # here, not at import: distrax loads tfp's jax substrate (~0.7 s)
+
+        from dcma_jax.generators.distributions import MixtureWithCdf
+
+        log_w, loc, scale = self._mixture(context)
+        return MixtureWithCdf(distrax.Categorical(logits=log_w), distrax.Normal(loc, scale))
