@@ -33,7 +33,6 @@ import gc
 import importlib
 import json
 import os
-import pickle
 import platform
 import resource
 import statistics
@@ -155,9 +154,10 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _setup(gen: str):
-    """Default study, model, inputs of ``simulate`` (float32, as in ``inference.analyze``)."""
+    """Default study, model, inputs of ``simulate_packed`` (float32, as the queries use)."""
     import jax.numpy as jnp
 
+    from dcma_jax.arms import Arms
     from dcma_jax.datasets import load_default_study
     from dcma_jax.estimands import natural_effects
     from dcma_jax.model import build_model
@@ -166,8 +166,34 @@ def _setup(gen: str):
     model = build_model(data, gen)
     covariates = jnp.asarray(data.covariates, jnp.float32)
     weights = jnp.asarray(data.weights, jnp.float32)
-    arms = natural_effects(model.graph.num_mediators).arm_array()
+    arms = Arms.pack(natural_effects(model.graph.num_mediators).arms, jnp.float32)
     return data, model, covariates, weights, arms
+
+
+def _save_params(path: str, params: dict) -> None:
+    """Writes ``{generator: per-node params}`` as msgpack (flax.serialization; no pickle)."""
+    import jax
+    import numpy as np
+    from flax import serialization
+
+    state = {g: serialization.to_state_dict(jax.tree.map(np.asarray, p)) for g, p in params.items()}
+    with open(path, "wb") as f:
+        f.write(serialization.msgpack_serialize(state))
+
+
+def _load_params(path: str, gen: str) -> tuple:
+    """The per-node params of ``gen`` written by :func:`_save_params`, as a tuple of jax arrays.
+
+    ``to_state_dict`` stores the per-node tuple as ``{"0": ..., "1": ...}``; the tuple is
+    rebuilt here (the parent checks the round trip gives the fitted tree back exactly).
+    """
+    import jax
+    import jax.numpy as jnp
+    from flax import serialization
+
+    with open(path, "rb") as f:
+        state = serialization.msgpack_restore(f.read())[gen]
+    return tuple(jax.tree.map(jnp.asarray, state[str(i)]) for i in range(len(state)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,15 +202,13 @@ def _setup(gen: str):
 
 def _child(spec: dict) -> dict:
     import jax
-    import jax.numpy as jnp
 
-    from dcma_jax.simulate import simulate
+    from dcma_jax.simulate import simulate_packed
 
     _, model, covariates, weights, arms = _setup(spec["gen"])
-    with open(spec["params"], "rb") as f:
-        params = jax.tree.map(jnp.asarray, pickle.load(f)[spec["gen"]])
+    params = _load_params(spec["params"], spec["gen"])
     key = jax.random.key(0)
-    fn = simulate if spec.get("variant", "library") == "library" else _inplace_jitted()
+    fn = simulate_packed if spec.get("variant", "library") == "library" else _inplace_jitted()
     t0 = time.perf_counter()
     compiled = fn.lower(
         model,
@@ -270,7 +294,7 @@ def _output_bytes(draws: int, num_mediators: int = 1) -> int:
 
 
 def _simulate_inplace_impl(model, params, key, covariates, weights, arms, num_draws, chunk_size):
-    """``simulate`` with chunks written in place into ``(n_arms, num_draws)`` buffers.
+    """``simulate_packed`` with chunks written in place into ``(n_arms, num_draws)`` buffers.
 
     ``lax.map`` stacks chunk results as ``(n_chunks, n_arms, size)``; turning that into
     ``(n_arms, num_draws)`` (moveaxis, reshape, trim) needs a second output-sized buffer. Here a
@@ -282,29 +306,35 @@ def _simulate_inplace_impl(model, params, key, covariates, weights, arms, num_dr
     import jax
     import jax.numpy as jnp
 
+    from dcma_jax.arms import Arms
+
     # The module, not the function: dcma_jax/__init__ rebinds the name ``simulate``.
     lib = importlib.import_module("dcma_jax.simulate")
     k = model.graph.num_mediators
     dtype = covariates.dtype
-    arms = lib.as_arms(arms, k)
-    arms = lib.Arms(arms.outcome.astype(dtype), arms.mediators.astype(dtype), arms.sources)
+    arms = Arms(arms.outcome.astype(dtype), arms.mediators.astype(dtype), arms.sources)
     n_arms = arms.outcome.shape[0]
     size = min(chunk_size, num_draws)
     probs = weights / jnp.sum(weights)
 
     def body(i, buffers):
-        outcome, mediators = lib._chunk(
+        outcome, mediators, rows = lib._chunk(
             model, params, jax.random.fold_in(key, i), covariates, probs, arms, size
         )
         start = jnp.minimum(i * size, num_draws - size)
         return (
             jax.lax.dynamic_update_slice(buffers[0], outcome, (0, start)),
             jax.lax.dynamic_update_slice(buffers[1], mediators, (0, start, 0)),
+            jax.lax.dynamic_update_slice(buffers[2], rows, (start,)),
         )
 
-    init = (jnp.zeros((n_arms, num_draws), dtype), jnp.zeros((n_arms, num_draws, k), dtype))
-    outcome, mediators = jax.lax.fori_loop(0, -(-num_draws // size), body, init)
-    return lib.Draws(outcome, mediators)
+    init = (
+        jnp.zeros((n_arms, num_draws), dtype),
+        jnp.zeros((n_arms, num_draws, k), dtype),
+        jnp.zeros((num_draws,), jnp.int32),
+    )
+    outcome, mediators, rows = jax.lax.fori_loop(0, -(-num_draws // size), body, init)
+    return lib.Draws(outcome, mediators, rows)
 
 
 @functools.cache
@@ -391,7 +421,7 @@ def bench_sizes(sizes: list[int], params_path: str, log) -> list[str]:
 def bench_chunks(draws: int, params, params_path: str, rounds: int, log) -> list[str]:
     import jax
 
-    from dcma_jax.simulate import simulate
+    from dcma_jax.simulate import simulate_packed
 
     gen = "mdn"
     _, model, covariates, weights, arms = _setup(gen)
@@ -411,7 +441,7 @@ def bench_chunks(draws: int, params, params_path: str, rounds: int, log) -> list
     compiled = {}
     for chunk in CHUNKS:
         log(f"chunk {chunk}: compile + warm-up ...")
-        compiled[chunk] = simulate.lower(
+        compiled[chunk] = simulate_packed.lower(
             model,
             params[gen],
             jax.random.key(0),
@@ -515,7 +545,7 @@ def _chunk_dedup(model, params, key, covariates, probs, arms, size):
     mediators = unique[jnp.asarray([0, 1, 0, 1])]  # (4, size, 1), arm order above
 
     def outcome(arm, m):
-        context = model.graph.context(1, jnp.full((size,), arm[0], x.dtype), m, x)
+        context = model.graph.context(1, jnp.full((size,), arm.outcome, x.dtype), m, x)
         return apply_batched(out_gen, "sample", params[1], noise[1], context)[:, 0]
 
     return jax.vmap(outcome)(arms, mediators), mediators
@@ -534,8 +564,9 @@ def _simulate_dedup(model, params, key, covariates, weights, arms, num_draws, ch
         ),
         jnp.arange(-(-num_draws // size)),
     )
-    out = jnp.moveaxis(out, 0, 1).reshape(arms.shape[0], -1)[:, :num_draws]
-    med = jnp.moveaxis(med, 0, 1).reshape(arms.shape[0], -1, 1)[:, :num_draws]
+    n_arms = arms.outcome.shape[0]
+    out = jnp.moveaxis(out, 0, 1).reshape(n_arms, -1)[:, :num_draws]
+    med = jnp.moveaxis(med, 0, 1).reshape(n_arms, -1, 1)[:, :num_draws]
     return out, med
 
 
@@ -564,13 +595,13 @@ def _stage_chunk(model, params, key, covariates, probs, arms, size, stage):
     ]
     base = x.sum(1) + sum(e.sum(1) for e in noise)
     if stage in ("rows", "rows_randint"):
-        return jnp.broadcast_to(base, (arms.shape[0], size))
+        return jnp.broadcast_to(base, (arms.outcome.shape[0], size))
     activation = jax.nn.silu if stage == "silu" else (lambda h: h)
 
     def one_arm(arm):
         total = base
         for j in range(len(gens)):
-            a = arm[0] if j == graph.num_mediators else arm[j + 1]
+            a = arm.outcome if j == graph.num_mediators else arm.mediators[0, j]  # chain 0
             context = graph.context(j, jnp.full((size,), a, x.dtype), noise[0][:, :1], x)
             out = _dense_stack(params[j], context, activation)
             # Reduced by a matvec: on XLA:CPU a reduce straight over a dot's output made the
@@ -602,7 +633,7 @@ def bench_anatomy(draws: int, params, rounds: int, log) -> list[str]:
     import numpy as np
 
     from dcma_jax.generators.base import apply_batched
-    from dcma_jax.simulate import DEFAULT_CHUNK, simulate
+    from dcma_jax.simulate import DEFAULT_CHUNK, simulate_packed
 
     gen = "mdn"
     _, model, covariates, weights, arms = _setup(gen)
@@ -633,7 +664,7 @@ def bench_anatomy(draws: int, params, rounds: int, log) -> list[str]:
         ),
         "rows + noise + MLPs, dense layers only": compile_fn(_simulate_stage, stage="dense"),
         "rows + noise + MLPs with SiLU": compile_fn(_simulate_stage, stage="silu"),
-        "simulate [library]": compile_fn(simulate),
+        "simulate [library]": compile_fn(simulate_packed),
         "simulate, mediator drawn once per a_M [what-if]": compile_fn(_simulate_dedup),
     }
     lib = compiled["simulate [library]"](p, key, covariates, weights, arms)
@@ -722,7 +753,7 @@ def bench_bootstrap(boot_sizes: list[int], config, log) -> list[str]:
     import jax.numpy as jnp
 
     from dcma_jax.model import node_data
-    from dcma_jax.training import fit_generator, fit_model_replicates
+    from dcma_jax.training import fit_generator, fit_model_replicates, replicate_keys
 
     rows_out = []
     for gen in GENERATORS:
@@ -732,17 +763,18 @@ def bench_bootstrap(boot_sizes: list[int], config, log) -> list[str]:
         n = data.n
         for B in boot_sizes:
             rows = jax.random.randint(jax.random.key(B), (B, n), 0, n)
-            keys = jax.random.split(jax.random.key(7), (B, len(model.generators)))
+            # (num_nodes, B): replicate b of node j uses keys[j, b] in both paths
+            keys = replicate_keys(jax.random.key(3), len(model.generators), B)
 
-            def vmapped(rows=rows, model=model, data=data):
-                return fit_model_replicates(model, data, jax.random.key(3), rows, config)
+            def vmapped(rows=rows, keys=keys, model=model, data=data):
+                return fit_model_replicates(model, data, keys, rows, config)
 
             def loop(rows=rows, keys=keys, model=model, pairs=pairs, weights=weights, B=B):
                 fits = []
                 for b in range(B):
                     r = rows[b]
                     for j, (g, (x, c)) in enumerate(zip(model.generators, pairs, strict=True)):
-                        fits.append(fit_generator(g, config, keys[b, j], x[r], c[r], weights[r]))
+                        fits.append(fit_generator(g, config, keys[j, b], x[r], c[r], weights[r]))
                 return fits
 
             log(f"bootstrap {gen} B={B}: first vmapped call (compile + run) ...")
@@ -879,7 +911,7 @@ def _code_version() -> str:
     dirty = git("status", "--porcelain", "--", "dcma_jax")
     hashes = " ".join(
         f"{name}:{hashlib.sha1((REPO / 'dcma_jax' / name).read_bytes()).hexdigest()[:8]}"
-        for name in ("simulate.py", "training.py", "model.py", "graph.py")
+        for name in ("simulate.py", "arms.py", "training.py", "model.py", "graph.py")
         if (REPO / "dcma_jax" / name).exists()
     )
     state = f"dcma_jax/ has {len(dirty.splitlines())} uncommitted changes" if dirty else "clean"
@@ -983,9 +1015,15 @@ def main(argv: list[str] | None = None) -> None:
         )
     emit(["", *fit_lines])
     with tempfile.TemporaryDirectory() as tmp:
-        params_path = os.path.join(tmp, "params.pkl")
-        with open(params_path, "wb") as f:
-            pickle.dump({g: jax.tree.map(np.asarray, p) for g, p in params.items()}, f)
+        params_path = os.path.join(tmp, "params.msgpack")
+        _save_params(params_path, params)
+        for gen, p in params.items():  # the children's copy is the fitted tree, exactly
+            back = _load_params(params_path, gen)
+            assert jax.tree.structure(back) == jax.tree.structure(p), gen
+            assert all(
+                np.array_equal(a, b)
+                for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(p), strict=True)
+            ), gen
 
         if "sim" in sections:
             emit(

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from dcma_jax.arms import Arm
 from dcma_jax.generators import Diffusion, SplineFlow, apply_batched, init_params
 from dcma_jax.graph import CausalGraph
 from dcma_jax.simulate import simulate
@@ -252,8 +253,9 @@ def mediation_model(generator) -> tuple[Model, tuple]:
 def bench_simulate(sizes_flow, sizes_diffusion, gflops_matmul: float, repeats: int) -> None:
     covariates = jax.random.normal(jax.random.key(5), (1000, NUM_COVARIATES))
     weights = jnp.ones(1000)
-    arms = jnp.array([[1.0, 1.0], [0.0, 0.0]])  # the total-effect contrast
-    say(f"Monte Carlo core: simulate(), mediator M and outcome Y, {arms.shape[0]} arms; "
+    # The total-effect contrast Y(1,M(1)) vs Y(0,M(0)).
+    arms = (Arm.joint("Y(1,M(1))", 1.0, (1.0,)), Arm.joint("Y(0,M(0))", 0.0, (0.0,)))
+    say(f"Monte Carlo core: simulate(), mediator M and outcome Y, {len(arms)} arms; "
         "draws/s counts outcome draws over all arms")
     say(f"{'generator':<22} {'draws/arm':>10} {'time s':>8} {'draws/s':>11} {'GFLOP/s':>8} "
         f"{'% matmul':>8} {'peak MiB':>9} {'+MiB':>6}")
@@ -268,7 +270,7 @@ def bench_simulate(sizes_flow, sizes_diffusion, gflops_matmul: float, repeats: i
                 model, p, jax.random.key(6), covariates, weights, arms, n),
             params, repeats=reps,
         )
-        draws = n * arms.shape[0]
+        draws = n * len(arms)
         if isinstance(generator, SplineFlow):
             flops = draws * sum(
                 flow_flops_per_sample(generator, model.graph.context_dim(j, NUM_COVARIATES))

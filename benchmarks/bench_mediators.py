@@ -6,9 +6,11 @@ ways of simulating are timed at the same number of draws per arm:
 
 * natural: the 4 natural-effect arms, one chain (the pre-existing workload);
 * interventional: the 3 joint + (k + 1) marginal arms, k chains, in ONE compiled call
-  (``Estimands.arm_spec()``: arms vmapped, common random numbers);
+  (``dj.simulate(..., arms=interventional_effects(names).arms)``, which stacks the
+  :class:`~dcma_jax.arms.Arm` values with ``Arms.pack``: arms vmapped, common random numbers);
 * per-arm: the same interventional arms, one ``simulate`` call per arm (what one call avoids;
-  it also loses common random numbers).
+  it also loses common random numbers). Each call packs its one arm; joint and marginal arms
+  have different chain counts, so this path compiles twice.
 
 Timing rules (shared/STYLE.md): a warm-up call compiles first (its time is reported as
 ``compile+1``), then ``block_until_ready`` medians over repeats.
@@ -33,7 +35,6 @@ import pandas as pd
 
 import dcma_jax as dj
 from dcma_jax.estimands import interventional_effects, natural_effects
-from dcma_jax.simulate import Arms
 
 OUT = Path(__file__).parent / "results" / "mediators_cpu.txt"
 
@@ -104,12 +105,9 @@ def main(argv=None):
             w = jnp.ones(data.n)
             key = jax.random.key(1)
             names = [f"M{j + 1}" for j in range(k)]
-            nat = natural_effects(k).arm_spec()
-            itv = interventional_effects(names).arm_spec()
-            single = [
-                Arms(itv.outcome[i : i + 1], itv.mediators[i : i + 1], itv.sources[i : i + 1])
-                for i in range(itv.outcome.shape[0])
-            ]
+            nat = natural_effects(k).arms  # tuples of dcma_jax.Arm
+            itv = interventional_effects(names).arms
+            single = [(arm,) for arm in itv]
             sim = functools.partial(dj.simulate, model, params, key, x, w, num_draws=draws)
             cases = [
                 ("natural", nat, functools.partial(sim, arms=nat)),
@@ -118,7 +116,7 @@ def main(argv=None):
             ]
             for name, arms, fn in cases:
                 first, med = _time(fn, repeats)
-                n_arms, chains = arms.outcome.shape[0], arms.mediators.shape[1]
+                n_arms, chains = len(arms), max(len(a.chains) for a in arms)
                 line = (
                     f"{gen:>6} {k:>2} {name:>15} {n_arms:>4} {chains:>6} {first:>11.2f} "
                     f"{med:>9.3f} {n_arms * draws / med / 1e6:>9.2f}"

@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from dcma_jax import queries
+from dcma_jax import diagnostics, queries
 from dcma_jax.data import MediationData
 from dcma_jax.errors import ArgumentError
 from dcma_jax.graph import resolve_parents
@@ -141,6 +141,7 @@ class FittedMediation:
     effects = queries.effects
     simulate = queries.simulate_arms
     dose_response = queries.dose_response
+    diagnostics = diagnostics.node_diagnostics
 
     # ---- description and persistence ------------------------------------------------------
 

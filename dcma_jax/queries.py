@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from dcma_jax import diagnostics
 from dcma_jax.arms import Arm, Arms, parse_arms
 from dcma_jax.data import MediationData
 from dcma_jax.errors import ArgumentError
@@ -466,6 +467,11 @@ def effects(
         ]
     if path_specific:
         meta["path_reference"] = estimands.arm_names[-1]
+    notify("diagnostics")
+    meta["diagnostics"] = {
+        "nodes": diagnostics.node_diagnostics(fitted),
+        "overlap": diagnostics.overlap(fitted, estimands, key=jax.random.fold_in(sim_key, 2)),
+    }
     if dose_grid is not None:
         notify("dose-response and local effects")
         meta["dose_response"] = dose_response(

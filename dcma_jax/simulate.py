@@ -52,10 +52,12 @@ class Draws(NamedTuple):
     Attributes:
       outcome: ``(n_arms, num_draws)``.
       mediators: ``(n_arms, num_draws, k)``: the mediator values the outcome saw.
+      rows: ``(num_draws,)`` the covariate row of each draw, shared by all arms.
     """
 
     outcome: jax.Array
     mediators: jax.Array
+    rows: jax.Array
 
 
 def _forward(
@@ -99,8 +101,11 @@ def _chunk(
     weights: jax.Array,
     arms: Arms,
     size: int,
-) -> tuple[jax.Array, jax.Array]:
-    """One chunk of draws for every arm, sharing rows and noise across arms."""
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One chunk of draws for every arm, sharing rows and noise across arms.
+
+    Returns ``(outcome (n_arms, size), mediators (n_arms, size, k), rows (size,))``.
+    """
     num_chains = arms.mediators.shape[1]
     row_key, *noise_keys = jax.random.split(key, 1 + len(model.generators))
     rows = jax.random.choice(row_key, covariates.shape[0], (size,), p=weights)
@@ -117,7 +122,10 @@ def _chunk(
         for j in range(model.graph.num_mediators)
     )
     outcome_noise = jax.random.normal(noise_keys[-1], (size, model.generators[-1].noise_dim), dtype)
-    return jax.vmap(lambda arm: _forward(model, params, arm, x, noise, outcome_noise))(arms)
+    outcome, mediators = jax.vmap(
+        lambda arm: _forward(model, params, arm, x, noise, outcome_noise)
+    )(arms)
+    return outcome, mediators, rows
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_draws", "chunk_size"))
@@ -150,14 +158,14 @@ def simulate_packed(
     size = min(chunk_size, num_draws)
     n_chunks = -(-num_draws // size)
     probs = weights / jnp.sum(weights)
-    outcome, mediators = jax.lax.map(
+    outcome, mediators, rows = jax.lax.map(
         lambda i: _chunk(model, params, jax.random.fold_in(key, i), covariates, probs, arms, size),
         jnp.arange(n_chunks),
     )
     n_arms = arms.outcome.shape[0]
     outcome = jnp.moveaxis(outcome, 0, 1).reshape(n_arms, -1)[:, :num_draws]
     mediators = jnp.moveaxis(mediators, 0, 1).reshape(n_arms, -1, k)[:, :num_draws]
-    return Draws(outcome, mediators)
+    return Draws(outcome, mediators, rows.reshape(-1)[:num_draws])
 
 
 def simulate(

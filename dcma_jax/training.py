@@ -89,6 +89,17 @@ def _mean_loss(
     return jnp.sum(jnp.where(weights > 0, weights * losses, 0.0)) / jnp.where(total > 0, total, 1.0)
 
 
+def split_rows(key: jax.Array, n: int, config: TrainConfig) -> tuple[jax.Array, jax.Array]:
+    """``(training rows, validation rows)`` of a neural fit with key ``key`` on ``n`` rows.
+
+    The validation rows (``val_fraction`` of them) are never trained on; diagnostics read
+    them as held-out rows.
+    """
+    n_val = max(1, int(round(config.val_fraction * n)))
+    order = jax.random.permutation(jax.random.split(key, 3)[1], n)
+    return order[: n - n_val], order[n - n_val :]
+
+
 def _optimise(
     module: Generator,
     config: TrainConfig,
@@ -112,9 +123,8 @@ def _optimise(
     )
     optimiser = optax.chain(optax.clip_by_global_norm(config.clip_norm), optax.adam(schedule))
 
-    init_key, split_key, epoch_key = jax.random.split(key, 3)
-    order = jax.random.permutation(split_key, n)
-    train_rows, val_rows = order[:n_train], order[n_train:]
+    init_key, _, epoch_key = jax.random.split(key, 3)
+    train_rows, val_rows = split_rows(key, n, config)
     x_val, c_val, w_val = x[val_rows], context[val_rows], weights[val_rows]
     params = init_params(module, init_key, context.shape[1])
     loss_and_grad = jax.value_and_grad(functools.partial(_mean_loss, module))
@@ -258,7 +268,7 @@ def fit_model(
       TrainingError: a node's loss became NaN or infinite.
     """
     weights = jnp.asarray(data.weights, float_dtype())
-    keys = jax.random.split(key, len(model.generators))
+    keys = node_keys(key, len(model.generators))
     fits = [
         fit_generator(generator, config, k, x, context, weights)
         for generator, k, (x, context) in zip(
@@ -268,6 +278,11 @@ def fit_model(
     params, infos = tuple(f[0] for f in fits), tuple(f[1] for f in fits)
     _check_finite(model, infos)
     return params, infos
+
+
+def node_keys(key: jax.Array, num_nodes: int) -> jax.Array:
+    """The point fit's key of each node (:func:`fit_model`)."""
+    return jax.random.split(key, num_nodes)
 
 
 def replicate_keys(key: jax.Array, num_nodes: int, num_replicates: int) -> jax.Array:

@@ -65,6 +65,8 @@ def execute(args: argparse.Namespace, out: steps.Out) -> None:
                 out(f"  {node.name}: epochs median {np.median(e):g} (range {e.min()}-{e.max()})")
     else:
         out("Bootstrap: none (no intervals)")
+    out("Fit diagnostics per node (PIT KS above its 95% bound: miscalibrated):")
+    out("\n".join(steps.node_lines(fitted.diagnostics())))
     config = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(settings.config).items())
     out(f"Fitted with: seed {settings.seed}, link {settings.link}; training {config}")
     out(f"Fit time: {report.seconds:.1f} s")

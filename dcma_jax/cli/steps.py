@@ -338,6 +338,33 @@ def mean_only_note(result: MediationResult, effect: str = "NIE_treated") -> str 
     )
 
 
+def node_lines(nodes: dict) -> list[str]:
+    """One line per node of ``meta["diagnostics"]["nodes"]``."""
+    lines = []
+    for name, d in nodes.items():
+        log_lik = "n/a" if d["heldout_log_lik"] is None else f"{d['heldout_log_lik']:.3f}"
+        flag = "  (miscalibrated)" if d["pit_ks"] > d["pit_ks_95"] else ""
+        lines.append(
+            f"  {name}: log-lik {log_lik}, CRPS {d['crps']:.3f}, PIT KS {d['pit_ks']:.3f} "
+            f"(95% bound {d['pit_ks_95']:.3f}){flag} [{d['rows']}]"
+        )
+    return lines
+
+
+def diagnostics_lines(diagnostics: dict) -> list[str]:
+    """The diagnostics block of the report: node fit quality and mediator overlap."""
+    lines = ["Fit diagnostics per node (PIT KS above its 95% bound: miscalibrated):"]
+    lines += node_lines(diagnostics["nodes"])
+    if diagnostics["overlap"]:
+        lines.append("Mediator overlap per cross-world arm (effective sample fraction, 1 = full):")
+        for e in diagnostics["overlap"]:
+            value = "n/a" if e["ess_fraction"] is None else f"{e['ess_fraction']:.3f}"
+            why = f" ({e['note']})" if e["note"] else ""
+            lines.append(f"  {e['arm']} [{', '.join(e['effects'])}]: {value}{why}")
+        lines += [f"  warning: {e['warning']}" for e in diagnostics["overlap"] if e["warning"]]
+    return lines
+
+
 def report(
     args: argparse.Namespace,
     result: MediationResult,
@@ -364,6 +391,9 @@ def report(
     )
     out(result.format_table())
     out("")
+    if "diagnostics" in meta:
+        out("\n".join(diagnostics_lines(meta["diagnostics"])))
+        out("")
     dose = meta.get("dose_response")
     if dose:
         how = "autodiff" if dose["method"] == "autodiff" else "finite differences"
