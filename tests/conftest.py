@@ -1,8 +1,14 @@
 """Shared fixtures. Compilation dominates test time on CPU, so tests share shapes and configs."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import pytest
+
+# In-process CLI tests must not switch this process's JAX config to a persistent cache;
+# tests/test_persistence.py checks the cache in a subprocess of its own.
+os.environ["DCMA_COMPILATION_CACHE"] = "0"
 
 import dcma_jax as dj
 from dcma_jax.model import build_model

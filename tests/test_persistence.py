@@ -1,6 +1,7 @@
 """Saving, loading and resuming fitted models: exact round trips, and one clear line per fault."""
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -270,3 +271,19 @@ def test_ctrl_c_during_a_fit_exits_130_and_a_rerun_resumes(tmp_path):
     rerun = subprocess.run(command, capture_output=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr.decode()
     assert dj.load(folder).bootstrap == 2
+
+
+def test_the_cli_keeps_compiled_programs_in_the_persistent_cache(tmp_path, monkeypatch):
+    from dcma_jax.cli import cache
+
+    env = {**os.environ, "DCMA_COMPILATION_CACHE": "1", "DCMA_CACHE_DIR": str(tmp_path / "jc")}
+    command = [sys.executable, "-m", "dcma_jax.cli", "fit", "--generator", "linear"]
+    done = subprocess.run([*command, "--save", str(tmp_path / "m")], env=env, timeout=300)
+    assert done.returncode == 0
+    assert any((tmp_path / "jc").iterdir())  # compiled programs written
+    # Off by flag or by environment variable.
+    assert not cache.enabled(flag_off=True)
+    monkeypatch.setenv("DCMA_COMPILATION_CACHE", "0")
+    assert not cache.enabled(flag_off=False)
+    monkeypatch.setenv("DCMA_COMPILATION_CACHE", "1")
+    assert cache.enabled(flag_off=False)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from dcma_jax.cli import effects, fit, info, run
+from dcma_jax.cli import cache, effects, fit, info, run
 from dcma_jax.cli.args import DEFAULT_STUDY_BOOTSTRAP, Parser, UsageError
 from dcma_jax.data import DataError
 from dcma_jax.errors import ArgumentError
@@ -54,6 +54,7 @@ def build_parser() -> Parser:
         epilog="Run 'dcma COMMAND --help' for the options of a command.",
     )
     parser.add_argument("--version", action="version", version=f"dcma_jax {__version__}")
+    parser.set_defaults(no_compilation_cache=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for command in COMMANDS:
         command.add_parser(commands)
@@ -87,6 +88,8 @@ def _main(argv: list[str]) -> int:
         if args.command is None:
             names = ", ".join(c.__name__.rpartition(".")[2] for c in COMMANDS)
             raise UsageError(f"choose a command: {names} (see 'dcma --help')")
+        if cache.enabled(args.no_compilation_cache):
+            cache.enable()
         args.execute(args, print)
         return 0
     except user_errors as exc:

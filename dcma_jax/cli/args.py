@@ -349,9 +349,15 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:
-    """``--debug`` (every sub-command)."""
+    """``--debug`` and ``--no-compilation-cache`` (every sub-command)."""
     parser.add_argument(
         "--debug",
         action="store_true",
         help="show tracebacks of errors instead of one-line messages",
+    )
+    parser.add_argument(
+        "--no-compilation-cache",
+        action="store_true",
+        help="do not use JAX's persistent compilation cache (default: on, in "
+        "$DCMA_CACHE_DIR or ~/.cache/dcma_jax/jax; DCMA_COMPILATION_CACHE=0 also turns it off)",
     )

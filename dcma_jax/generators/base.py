@@ -259,7 +259,7 @@ def _check_batch(module: Generator, method: str | Callable, args: tuple[jax.Arra
     if name not in _FIRST_ARG_SIZE or not isinstance(method, str):
         return
     size = _FIRST_ARG_SIZE[name]
-    size = type(module).noise_dim if size is None else size
+    size = module.noise_dim if size is None else size
     first = "noise" if name == "sample" else "x"
     expected = f"{first} (n, {size}) and context (n, context_dim)"
     chex.assert_rank(args, 2, custom_message=f"{where} takes {expected}")
