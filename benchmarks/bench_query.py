@@ -61,13 +61,20 @@ def _dcma() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "dcma_jax.cli"]
 
 
-def _command(argv: list[str], log) -> dict:
-    """Runs one command; wall and CPU seconds, 1-minute load at its start, its stdout."""
+def _command(argv: list[str], log, cache: Path | None = None) -> dict:
+    """Runs one command; wall and CPU seconds, 1-minute load at its start, its stdout.
+
+    ``cache``: the persistent compilation cache folder, or ``None`` for the cache off (every
+    command then compiles from scratch, as on a first use).
+    """
     log(" ".join(["dcma", *argv[len(_dcma()) :]]))
+    env = {**os.environ, "DCMA_COMPILATION_CACHE": "0" if cache is None else "1"}
+    if cache is not None:
+        env["DCMA_CACHE_DIR"] = str(cache)
     load = os.getloadavg()[0]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, check=False)
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, check=False, env=env)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -302,15 +309,24 @@ def main(argv: list[str] | None = None) -> None:
             log,
         )
         info = _command([*dcma, "info", "--model", str(model_dir)], log)
+        # The same query twice with the persistent compilation cache on (a fresh folder): the
+        # first fills it, the second is what a repeated query costs.
+        cache = work / f"jaxcache_B{b}"
+        shutil.rmtree(cache, ignore_errors=True)
+        query_argv = [*dcma, "effects", "--model", str(model_dir), *effect_flags]
+        _command([*query_argv, "--out", str(eff_dir) + "_fill"], log, cache)
+        warm = _command([*query_argv, "--out", str(eff_dir) + "_warm"], log, cache)
         run_fit = _reported(run["stdout"], r"\(fit ([\d.]+) s\)")
         fit_fit = _reported(fit["stdout"], r"Fit time: ([\d.]+) s")
         query = _reported(eff["stdout"], r"Query time: ([\d.]+) s")
+        warm_query = _reported(warm["stdout"], r"Query time: ([\d.]+) s")
         run_query = _reported(run["stdout"], r"Analysis time: ([\d.]+) s") - run_fit
         for name, res, inner in (
             ("dcma run", run, f"fit {_s(run_fit)} + effects {_s(run_query)}"),
             ("dcma fit --save", fit, f"fit {_s(fit_fit)}"),
             ("dcma effects --model", eff, f"effects {_s(query)}"),
             ("dcma info --model", info, ""),
+            ("dcma effects, cache warm", warm, f"effects {_s(warm_query)}"),
         ):
             rows.append(
                 [
@@ -332,6 +348,17 @@ def main(argv: list[str] | None = None) -> None:
                 "",
                 "",
                 f"run is {run['wall'] / eff['wall']:.1f}x the query's wall time",
+            ]
+        )
+        rows.append(
+            [
+                str(b),
+                "=> warm query / run",
+                f"{warm['wall'] / run['wall']:.3f}",
+                f"{warm['cpu'] / run['cpu']:.3f}",
+                "",
+                "",
+                "query with the persistent compilation cache warm vs a run without it",
             ]
         )
         files, apparent, allocated = _disk_usage(model_dir)
@@ -394,7 +421,7 @@ def main(argv: list[str] | None = None) -> None:
                 "B",
                 "effects wall s",
                 "start-up s (--version)",
-                "load model s (info - version)",
+                "load + node diagnostics s (info - version)",
                 "query s (compile + simulate)",
                 "rest s (truth, table, JSON, exit)",
             ],
