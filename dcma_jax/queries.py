@@ -415,28 +415,13 @@ def effects(
     values, curves, outcome = arm_effects(
         model, estimands.layout, spec, fitted.params, arms, sim_key, *common, num_draws, chunk_size
     )
-    low = high = curves_low = curves_high = None
-    b_draws = None
+    low = high = curves_low = curves_high = b_draws = None
     if fitted.bootstrap:
         b_draws = bootstrap_draws or min(num_draws, DEFAULT_BOOTSTRAP_DRAWS)
         notify(f"simulating {fitted.bootstrap} bootstrap replicates")
-        boot_values, boot_curves = replicate_effects(
-            model,
-            estimands.layout,
-            spec,
-            fitted.replicate_params,
-            arms,
-            jax.random.split(boot_sim_key, fitted.bootstrap),
-            arr["covariates"],
-            fitted.replicate_counts * arr["weights"],
-            arr["center"],
-            arr["scale"],
-            b_draws,
-            chunk_size,
+        low, high, curves_low, curves_high = _replicate_intervals(
+            fitted, estimands.layout, spec, arms, boot_sim_key, b_draws, chunk_size, ci_level
         )
-        kept = ~np.asarray(fitted.report.replicate_diverged or [False] * fitted.bootstrap)
-        low, high = percentile_interval(np.asarray(boot_values)[kept], ci_level)
-        curves_low, curves_high = percentile_interval(np.asarray(boot_curves)[kept], ci_level)
 
     rows = effect_rows(estimands.layout, spec)
     undefined = _undefined_ratios(estimands.layout, rows, np.asarray(values), low, high)
@@ -492,6 +477,41 @@ def effects(
         curves_low=curves_low,
         curves_high=curves_high,
     )
+
+
+def _replicate_intervals(
+    fitted: FittedMediation,
+    layout: EffectLayout,
+    spec: FunctionalSpec,
+    arms: Arms,
+    key: jax.Array,
+    num_draws: int,
+    chunk_size: int,
+    ci_level: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Percentile bounds of every row and curve over the stored replicates (diverged ones out).
+
+    Each replicate is simulated with its own key and its resample's covariate distribution.
+    """
+    arr = _arrays(fitted)
+    values, curves = replicate_effects(
+        fitted.model,
+        layout,
+        spec,
+        fitted.replicate_params,
+        arms,
+        jax.random.split(key, fitted.bootstrap),
+        arr["covariates"],
+        fitted.replicate_counts * arr["weights"],
+        arr["center"],
+        arr["scale"],
+        num_draws,
+        chunk_size,
+    )
+    kept = ~np.asarray(fitted.report.replicate_diverged or [False] * fitted.bootstrap)
+    low, high = percentile_interval(np.asarray(values)[kept], ci_level)
+    curves_low, curves_high = percentile_interval(np.asarray(curves)[kept], ci_level)
+    return low, high, curves_low, curves_high
 
 
 def _undefined_ratios(

@@ -90,8 +90,8 @@ def fit_stages(bootstrap: int, block_size: int) -> int:
 
 
 def effect_stages(bootstrap: int, default_study: bool, plots: bool, dose: bool) -> int:
-    """Progress stages of an effects query and its report."""
-    return 1 + bool(bootstrap) + default_study + plots + dose
+    """Progress stages of an effects query (arms, replicates, diagnostics) and its report."""
+    return 2 + bool(bootstrap) + default_study + plots + dose
 
 
 # --------------------------------------------------------------------------------------------
