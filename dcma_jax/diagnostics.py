@@ -60,7 +60,7 @@ def _ks_uniform(u: np.ndarray) -> float:
 
 
 @functools.partial(jax.jit, static_argnames=("generator", "kind", "num_samples"))
-def _node_scores(
+def node_scores(
     generator: Generator,
     kind: str,
     params: dict,
@@ -69,7 +69,11 @@ def _node_scores(
     context: jax.Array,
     num_samples: int,
 ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
-    """Per-row ``(crps, pit, log_prob or None)`` in internal units."""
+    """Per-row ``(crps, pit, log_prob or None)`` of a fitted node generator, in internal units.
+
+    CRPS from ``num_samples`` draws per row (unbiased); PIT randomised for a binary node.
+    Used by :func:`node_diagnostics` and by :mod:`dcma_jax.selection`.
+    """
     n = x.shape[0]
     sample_key, pit_key = jax.random.split(key)
     noise = jax.random.normal(sample_key, (num_samples, n, generator.noise_dim), x.dtype)
@@ -120,7 +124,7 @@ def node_diagnostics(fitted: FittedMediation, num_samples: int = NUM_SAMPLES) ->
         else:
             rows = np.asarray(split_rows(keys[j], data.n, config)[1])
             where = f"held-out: {rows.size} validation rows"
-        crps, pit, log_prob = _node_scores(
+        crps, pit, log_prob = node_scores(
             generator,
             node.kind,
             fitted.params[j],

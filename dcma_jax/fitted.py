@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from dcma_jax import diagnostics, queries
+from dcma_jax import diagnostics, queries, sensitivity
 from dcma_jax.data import MediationData
 from dcma_jax.errors import ArgumentError
 from dcma_jax.graph import resolve_parents
@@ -35,6 +35,7 @@ from dcma_jax.inference import (
     fit_bootstrap,
 )
 from dcma_jax.model import GeneratorChoice, Model, build_model
+from dcma_jax.selection import report_entries, select_generators
 from dcma_jax.training import FitInfo, TrainConfig, fit_model, replicate_keys
 
 
@@ -68,6 +69,8 @@ class FitReport:
       replicate_diverged: per replicate, whether its fit diverged at some node; such
         replicates are left out of the intervals.
       seconds: wall time of the fitting done by the process that finished the fit.
+      selection: with ``generators="auto"``, per node ``(node, chosen family, ((family,
+        held-out CRPS), ...))`` (:mod:`dcma_jax.selection`); ``()`` otherwise.
     """
 
     epochs: tuple[int, ...]
@@ -75,6 +78,7 @@ class FitReport:
     replicate_epochs: tuple[tuple[int, ...], ...] = ()
     replicate_diverged: tuple[bool, ...] = ()
     seconds: float = 0.0
+    selection: tuple = ()
 
     @classmethod
     def from_infos(
@@ -142,6 +146,7 @@ class FittedMediation:
     simulate = queries.simulate_arms
     dose_response = queries.dose_response
     diagnostics = diagnostics.node_diagnostics
+    sensitivity = sensitivity.sensitivity
 
     # ---- description and persistence ------------------------------------------------------
 
@@ -170,6 +175,11 @@ class FittedMediation:
             "bootstrap_epochs": [list(e) for e in report.replicate_epochs] or None,
             "bootstrap_dropped": sum(report.replicate_diverged),
             "fit_seconds": report.seconds,
+            "generator_selection": {
+                node: {"chosen": family, "crps": {f: v if np.isfinite(v) else None for f, v in s}}
+                for node, family, s in report.selection
+            }
+            or None,
         }
 
     def save(self, directory: str | Path) -> Path:
@@ -203,7 +213,9 @@ def fit(
     Args:
       data: validated :class:`MediationData`.
       generators: generator family name or instance for all nodes, or a mapping from node
-        name to one (see :func:`dcma_jax.model.build_model`).
+        name to one (see :func:`dcma_jax.model.build_model`); ``"auto"``: per node, the family
+        of :data:`dcma_jax.selection.DEFAULT_CANDIDATES` with the lowest held-out CRPS, which
+        fits each candidate once more per node (:mod:`dcma_jax.selection`).
       link: link of binary GLM nodes (``"logit"`` or ``"probit"``).
       parents: the mediators' causal structure: ``None``/``"chain"`` (every earlier mediator
         is a parent), ``"parallel"`` (none), or ``{"M2": ["M1"], ...}``.
@@ -230,6 +242,14 @@ def fit(
         raise ArgumentError(f"block_size must be positive, got {block_size}")
     notify = progress or (lambda _: None)
     started = time.perf_counter()
+    fit_key, row_key, boot_fit_key = fit_keys(seed)
+    selection = ()
+    if isinstance(generators, str) and generators == "auto":
+        notify("selecting generators")
+        generators, scores = select_generators(
+            data, key=fit_key, parents=parents, config=config, link=link
+        )
+        selection = report_entries(scores)
     model = build_model(
         data, generators, link=link, parents=resolve_parents(data.mediator_names, parents)
     )
@@ -241,7 +261,6 @@ def fit(
         from dcma_jax.persistence import Checkpoint
 
         store = Checkpoint.open(checkpoint, model, data, settings)
-    fit_key, row_key, boot_fit_key = fit_keys(seed)
 
     resumed = store.point() if store is not None else None
     if resumed is None:
@@ -267,6 +286,7 @@ def fit(
         )
         diverged = diverged_replicates(model, boot_infos)
     report = FitReport.from_infos(infos, boot_infos, time.perf_counter() - started, diverged)
+    report = dataclasses.replace(report, selection=selection)
     fitted = FittedMediation(params, boot_params, counts, model, data, settings, report)
     if store is not None:
         store.finish(fitted)

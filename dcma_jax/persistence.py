@@ -559,8 +559,10 @@ def load(directory: str | Path) -> FittedMediation:
     if parts:
         replicate_params, _, counts = stack_blocks(parts)
     try:
-        report = FitReport(**{k: _report_value(v) for k, v in spec["report"].items()})
-    except (KeyError, TypeError):
+        saved = spec["report"]
+        fields = {k: _report_value(v) for k, v in saved.items() if k != "selection"}
+        report = FitReport(**fields, selection=_selection_value(saved.get("selection", [])))
+    except (KeyError, TypeError, ValueError):
         raise ModelFileError(f"{folder.where}: {SPEC} has no valid fit report") from None
     return FittedMediation(params, replicate_params, counts, model, data, settings, report)
 
@@ -571,6 +573,14 @@ def _report_value(value: Any) -> Any:
     if isinstance(value, str):
         return float(value)
     return value
+
+
+def _selection_value(entries: list) -> tuple:
+    """``FitReport.selection`` from JSON: names stay strings, scores are floats (``"inf"`` too)."""
+    return tuple(
+        (str(node), str(family), tuple((str(f), float(v)) for f, v in scores))
+        for node, family, scores in entries
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 
 from dcma_jax.arms import Arm, Arms
 from dcma_jax.errors import ArgumentError
-from dcma_jax.generators.base import apply_batched
+from dcma_jax.generators.base import apply_batched, normal_score
 from dcma_jax.model import Model
 
 DEFAULT_CHUNK = 65_536
@@ -60,6 +60,34 @@ class Draws(NamedTuple):
     rows: jax.Array
 
 
+def _coupling_shift(
+    model: Model,
+    params: tuple,
+    arm: Arms,
+    chains: jax.Array,
+    mediators: jax.Array,
+    covariates: jax.Array,
+    coupled: int,
+    rho: jax.Array,
+) -> jax.Array:
+    r"""The outcome-score shift of the sensitivity model (:mod:`dcma_jax.sensitivity`): ``(n,)``.
+
+    ``rho / sqrt(1 - rho^2) * (eps_drawn - eps_a)``: mediator ``coupled``'s normal score under
+    the context it was drawn in minus its score under the outcome's treatment value (given the
+    mediators the outcome sees). Zero when the two contexts agree, e.g. in ``Y(a, M(a))``.
+    """
+    graph, j = model.graph, coupled
+    n, dtype = covariates.shape[0], covariates.dtype
+    source = arm.sources[j]
+    codes = jnp.full((n,), arm.mediators[source, j], dtype)
+    drawn = graph.context(j, codes, chains[source], covariates)
+    seen = graph.context(j, jnp.full((n,), arm.outcome, dtype), mediators, covariates)
+    value = mediators[:, j : j + 1]
+    eps_drawn = normal_score(model.generators[j], params[j], value, drawn)
+    eps_a = normal_score(model.generators[j], params[j], value, seen)
+    return rho / jnp.sqrt(1.0 - rho**2) * (eps_drawn - eps_a)
+
+
 def _forward(
     model: Model,
     params: tuple,
@@ -67,8 +95,14 @@ def _forward(
     covariates: jax.Array,
     noise: tuple,
     outcome_noise: jax.Array,
+    coupled: int | None = None,
+    rho: jax.Array | float = 0.0,
 ) -> tuple[jax.Array, jax.Array]:
-    """Draws every chain of one arm, then the outcome, for a batch of covariate rows."""
+    """Draws every chain of one arm, then the outcome, for a batch of covariate rows.
+
+    With ``coupled`` (a mediator index), the outcome's normal score is shifted by the
+    sensitivity model's :func:`_coupling_shift` at correlation ``rho``.
+    """
     graph = model.graph
     k = graph.num_mediators
     n = covariates.shape[0]
@@ -87,6 +121,9 @@ def _forward(
 
     chains = jax.vmap(chain)(arm.mediators, noise)  # (C, n, k)
     mediators = chains[arm.sources, :, jnp.arange(k)].T  # (n, k)
+    if coupled is not None:
+        shift = _coupling_shift(model, params, arm, chains, mediators, covariates, coupled, rho)
+        outcome_noise = outcome_noise.at[:, 0].add(shift)
     treatment = jnp.full((n,), arm.outcome, dtype)
     context = graph.context(k, treatment, mediators, covariates)
     value = apply_batched(model.generators[k], "sample", params[k], outcome_noise, context)[:, 0]
@@ -101,6 +138,8 @@ def _chunk(
     weights: jax.Array,
     arms: Arms,
     size: int,
+    coupled: int | None = None,
+    rho: jax.Array | float = 0.0,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One chunk of draws for every arm, sharing rows and noise across arms.
 
@@ -123,12 +162,12 @@ def _chunk(
     )
     outcome_noise = jax.random.normal(noise_keys[-1], (size, model.generators[-1].noise_dim), dtype)
     outcome, mediators = jax.vmap(
-        lambda arm: _forward(model, params, arm, x, noise, outcome_noise)
+        lambda arm: _forward(model, params, arm, x, noise, outcome_noise, coupled, rho)
     )(arms)
     return outcome, mediators, rows
 
 
-@functools.partial(jax.jit, static_argnames=("model", "num_draws", "chunk_size"))
+@functools.partial(jax.jit, static_argnames=("model", "num_draws", "chunk_size", "coupled"))
 def simulate_packed(
     model: Model,
     params: tuple,
@@ -138,13 +177,19 @@ def simulate_packed(
     arms: Arms,
     num_draws: int,
     chunk_size: int = DEFAULT_CHUNK,
+    coupled: int | None = None,
+    rho: jax.Array | float = 0.0,
 ) -> Draws:
     """:func:`simulate` on stacked arms: the compiled core (arm codes traced).
 
     Takes the arguments of :func:`simulate`, with ``arms`` an :class:`~dcma_jax.arms.Arms`
     from :meth:`~dcma_jax.arms.Arms.pack` (or built from traced codes). Returns
-    :class:`Draws` in internal units, differentiable in ``params`` and in the arms' treatment
-    codes (for continuous nodes).
+    :class:`Draws` in internal units, differentiable in ``params``, in the arms' treatment
+    codes (for continuous nodes) and in ``rho``.
+
+    ``coupled`` (static) and ``rho`` (traced) turn on the sensitivity model of
+    :mod:`dcma_jax.sensitivity`: mediator ``coupled``'s structural noise and the outcome's are
+    correlated ``rho``; ``None`` (the default) is sequential ignorability.
     """
     k = model.graph.num_mediators
     if arms.mediators.ndim != 3 or arms.mediators.shape[2] != k:
@@ -159,7 +204,9 @@ def simulate_packed(
     n_chunks = -(-num_draws // size)
     probs = weights / jnp.sum(weights)
     outcome, mediators, rows = jax.lax.map(
-        lambda i: _chunk(model, params, jax.random.fold_in(key, i), covariates, probs, arms, size),
+        lambda i: _chunk(
+            model, params, jax.random.fold_in(key, i), covariates, probs, arms, size, coupled, rho
+        ),
         jnp.arange(n_chunks),
     )
     n_arms = arms.outcome.shape[0]

@@ -22,11 +22,12 @@ import optax
 from dcma_jax.data import MediationData
 from dcma_jax.errors import ArgumentError
 from dcma_jax.generators.base import Generator, apply_batched, init_params
+from dcma_jax.generators.linear import fit_problem, rank_problem
 from dcma_jax.model import Model, float_dtype, node_data
 
 
 class TrainingError(RuntimeError):
-    """A generator's loss became NaN or infinite."""
+    """A generator's fit failed: its loss became NaN or infinite, or a closed form cannot fit."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,10 +247,42 @@ def fit_generator_replicates(
     return jax.vmap(one)(keys, counts)
 
 
-def _check_finite(model: Model, infos: Sequence[FitInfo]) -> None:
-    """Raises :class:`TrainingError` naming the first node whose point fit diverged."""
-    for node, generator, info in zip(model.graph.nodes, model.generators, infos, strict=True):
+def _context_columns(model: Model, data: MediationData, node: int) -> list[tuple[str, str]]:
+    """``(role, name)`` of each column of node ``node``'s context (see :mod:`dcma_jax.graph`)."""
+    t = data.treatment_var
+    treatment = [f"{t.name}={level}" for level in t.levels[1:]] if t.num_levels else [t.name]
+    return [
+        *[("treatment", name) for name in treatment],
+        *[("mediator", data.mediator_vars[p].name) for p in model.graph.nodes[node].parents],
+        *[("covariate", name) for name in data.covariate_names],
+    ]
+
+
+def _check_designs(model: Model, data: MediationData, rows: Sequence[tuple[Any, Any]]) -> None:
+    """Raises :class:`TrainingError` naming a node and the columns of a rank-deficient design."""
+    for j, (node, generator, (_, context)) in enumerate(
+        zip(model.graph.nodes, model.generators, rows, strict=True)
+    ):
+        problem = rank_problem(generator, context, data.weights, _context_columns(model, data, j))
+        if problem is not None:
+            raise TrainingError(f"node {node.name!r}: {problem}")
+
+
+def _check_finite(
+    model: Model, data: MediationData, rows: Sequence[tuple[Any, Any]], infos: Sequence[FitInfo]
+) -> None:
+    """Raises :class:`TrainingError` naming the first node whose point fit diverged.
+
+    A closed form that fails says why (:func:`dcma_jax.generators.linear.fit_problem`).
+    """
+    for j, (node, generator, info, (x, context)) in enumerate(
+        zip(model.graph.nodes, model.generators, infos, rows, strict=True)
+    ):
         if bool(np.asarray(info.diverged)):
+            columns = _context_columns(model, data, j)
+            problem = fit_problem(generator, x, context, data.weights, columns)
+            if problem is not None:
+                raise TrainingError(f"node {node.name!r}: {problem}")
             raise TrainingError(
                 f"training of node {node.name!r} ({type(generator).__name__}) diverged: "
                 "the loss became NaN or infinite; lower the learning rate or check the data"
@@ -265,18 +298,20 @@ def fit_model(
       ``(params, infos)``: per-node variables and fit diagnostics, in node order.
 
     Raises:
-      TrainingError: a node's loss became NaN or infinite.
+      TrainingError: a node's loss became NaN or infinite, a linear generator's design is
+        rank deficient, or a binary GLM's classes are separated or its fit did not converge
+        (the message names the node and, where it can, the context columns).
     """
     weights = jnp.asarray(data.weights, float_dtype())
     keys = node_keys(key, len(model.generators))
+    rows = node_data(model, data)
+    _check_designs(model, data, rows)
     fits = [
         fit_generator(generator, config, k, x, context, weights)
-        for generator, k, (x, context) in zip(
-            model.generators, keys, node_data(model, data), strict=True
-        )
+        for generator, k, (x, context) in zip(model.generators, keys, rows, strict=True)
     ]
     params, infos = tuple(f[0] for f in fits), tuple(f[1] for f in fits)
-    _check_finite(model, infos)
+    _check_finite(model, data, rows, infos)
     return params, infos
 
 

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax.core import FrozenDict
-from jax.scipy.special import ndtr
+from jax.scipy.special import ndtr, ndtri
 
 if TYPE_CHECKING:
     import distrax
@@ -284,6 +284,24 @@ def apply_batched(
     _check_batch(module, method, args)
     fn = getattr(type(module), method) if isinstance(method, str) else method
     return jax.vmap(lambda *a: module.apply(variables, *a, method=fn))(*args)
+
+
+def normal_score(module: Generator, variables: Any, x: jax.Array, context: jax.Array) -> jax.Array:
+    """The conditional normal score ``Phi^-1(F(x | c))`` of a continuous node: ``(n,)``.
+
+    ``inverse`` where it is the normal score (a generator of one noise), else
+    ``Phi^-1(cdf)`` (the CDF clipped to ``[1e-7, 1 - 1e-7]``, scores within about ±5.2).
+
+    Raises:
+      NotImplementedError: the generator has neither.
+    """
+    cls = type(module)
+    if module.noise_dim == 1 and cls.implements("inverse"):
+        return apply_batched(module, "inverse", variables, x, context)[:, 0]
+    if cls.implements("cdf"):
+        u = apply_batched(module, "cdf", variables, x, context).reshape(-1)
+        return ndtri(jnp.clip(u, 1e-7, 1.0 - 1e-7))
+    raise NotImplementedError(f"{cls.__name__} has no normal score (no inverse and no cdf)")
 
 
 def init_params(module: Generator, key: jax.Array, context_dim: int) -> Any:

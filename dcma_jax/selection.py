@@ -1,0 +1,204 @@
+r"""Choosing each node's generator family by held-out CRPS (``generators="auto"``).
+
+For every node, each candidate family is fitted to the observed rows *less* a held-out share of
+them and scored on the held-out rows by the continuous ranked probability score
+
+.. math::
+
+    \mathrm{CRPS}(F, y) = E|X - y| - \tfrac12 E|X - X'|, \qquad X, X' \sim F \text{ independent},
+
+estimated without bias from ``num_samples`` draws per row
+(:func:`dcma_jax.diagnostics.node_scores`), averaged over the held-out rows with the
+observation weights, in the node's original units. Lower is better; the family with the lowest
+score is chosen (a tie goes to the earlier candidate). CRPS needs draws only, so every family is
+scored the same way, diffusion (no density) included; on a binary node it is the Brier score
+``(p - y)^2``, where the families' binary models compete (``linear``: ``BinaryGLM``; the others:
+``BernoulliMLP``, fitted once when several families share it).
+
+**Held-out rows.** Node ``j``'s held-out rows are the validation rows
+(:func:`dcma_jax.training.split_rows`, ``val_fraction`` of the rows) of a key of the selection's
+own. Every candidate is fitted by :func:`dcma_jax.training.fit_generator` with the observation
+weights set to 0 on those rows, and a weight of 0 contributes nothing: not to the closed forms
+(weighted least squares with Kish's effective sample size, Fisher scoring over the rows of
+positive weight), not to the Adam loop's minibatch or validation losses. So no candidate is
+scored on a row it was fitted to; without this a closed form would be scored in-sample and win
+unfairly.
+
+The Adam loop still splits off its own early-stopping rows, from the candidate's *fitting* key,
+which is not the hold-out key: its validation rows are a random ``val_fraction`` of all rows,
+and the held-out ones among them (weight 0) drop out of its validation loss. They must not be
+the held-out rows themselves: a validation split of weight 0 has loss 0 in every epoch, so
+training would stop ``patience`` epochs after the first. With ``val_fraction = v`` a neural
+candidate thus trains on about ``(1 - v)^2`` of the rows (64%) and early-stops on about
+``v (1 - v)`` (16%) while a closed form fits ``1 - v`` (80%): the asymmetry of the final fit
+(80% against 100%) at ``1 - v`` times the data. All candidates of a node share the fitting key
+and the scoring noise (common random numbers), so their score differences carry no extra
+Monte Carlo noise from different draws.
+
+**Then.** :func:`dcma_jax.fitted.fit` refits the chosen family of every node on all rows by the
+usual path (point fit and bootstrap replicates), so persistence and queries are unchanged. The
+choice is made once, on the observed rows, and not repeated per bootstrap replicate: the
+intervals do not include the uncertainty of the choice.
+
+**Cost.** Auto fits each candidate once more per node (neural families dominate, compilation
+included); the refit of the chosen family reuses its compiled training loop (same shapes).
+
+**Candidates.** ``generators="auto"`` uses :data:`DEFAULT_CANDIDATES`, read at each call:
+assign ``dcma_jax.selection.DEFAULT_CANDIDATES = ("linear", "flow")`` to change the set for
+``fit`` / ``analyze`` / the CLI, or call :func:`select_generators` with ``candidates`` and pass
+its choices to ``fit(generators=choices)`` (that fit's report then records no selection).
+``diffusion`` is not a default candidate: it fits and samples the slowest.
+
+Example:
+  >>> choices, scores = select_generators(data, key=jax.random.key(0))  # doctest: +SKIP
+  >>> scores["M"]                                  # doctest: +SKIP
+  {'linear': 0.41, 'mdn': 0.23, 'flow': 0.24}
+  >>> fitted = dj.fit(data, generators="auto")     # the same, then the usual fit  # doctest: +SKIP
+
+Reference: T. Gneiting and A. E. Raftery (2007), Strictly proper scoring rules, prediction, and
+estimation, JASA 102(477), 359-378 (CRPS, its kernel form and propriety).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dcma_jax.data import MediationData
+from dcma_jax.diagnostics import NUM_SAMPLES, node_scores
+from dcma_jax.errors import ArgumentError
+from dcma_jax.generators.base import Generator
+from dcma_jax.graph import resolve_parents
+from dcma_jax.model import build_model, float_dtype, node_data
+from dcma_jax.training import TrainConfig, fit_generator, node_keys, split_rows
+
+#: The families ``generators="auto"`` chooses among, in tie-breaking order.
+DEFAULT_CANDIDATES: tuple[str, ...] = ("linear", "mdn", "flow")
+
+# Folded into the fit's key: the selection's keys are independent of the point fit's, which
+# splits the same key (the diagnostics fold in 7).
+_SALT = 0x5E1EC7
+
+
+def node_crps(
+    generators: Sequence[Generator],
+    kind: str,
+    config: TrainConfig,
+    key: jax.Array,
+    x: jax.Array,
+    context: jax.Array,
+    weights: jax.Array,
+    num_samples: int = NUM_SAMPLES,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row held-out CRPS of each candidate generator of one node (module docstring).
+
+    Args:
+      generators: the candidates (equal ones are fitted once).
+      kind: the node's kind (``"continuous"`` or ``"binary"``).
+      config: optimisation settings of neural candidates; ``val_fraction`` sizes the hold-out.
+      key: the node's selection key (hold-out rows, fits, scoring noise).
+      x: ``(n, 1)`` node values (internal units).
+      context: ``(n, c)`` contexts.
+      weights: ``(n,)`` observation weights.
+      num_samples: draws per row of the CRPS estimate.
+
+    Returns:
+      ``(rows, crps)``: the held-out row indices ``(n_val,)`` and the per-row CRPS in internal
+      units, ``(len(generators), n_val)``; a candidate whose fit diverged has ``inf`` rows.
+    """
+    holdout_key, fit_key, score_key = jax.random.split(key, 3)
+    rows = split_rows(holdout_key, x.shape[0], config)[1]
+    train_weights = weights.at[rows].set(0.0)
+    x_held, c_held = x[rows], context[rows]
+    done: dict[Generator, np.ndarray] = {}
+    for generator in generators:
+        if generator in done:
+            continue
+        params, info = fit_generator(generator, config, fit_key, x, context, train_weights)
+        if bool(np.asarray(info.diverged)):
+            done[generator] = np.full(rows.shape[0], np.inf)
+            continue
+        crps, _, _ = node_scores(generator, kind, params, score_key, x_held, c_held, num_samples)
+        done[generator] = np.asarray(crps, np.float64)
+    return np.asarray(rows), np.stack([done[g] for g in generators])
+
+
+def select_generators(
+    data: MediationData,
+    *,
+    key: jax.Array,
+    parents: str | Mapping[str, Sequence[str]] | Sequence[Sequence[int]] | None = None,
+    config: TrainConfig = TrainConfig(),
+    link: str = "logit",
+    candidates: Sequence[str] | None = None,
+    num_samples: int = NUM_SAMPLES,
+) -> tuple[dict[str, Generator], dict[str, dict[str, float]]]:
+    """Chooses every node's generator family by held-out CRPS (see the module docstring).
+
+    Fits each candidate once per node, on top of the fit that follows: a cost the caller
+    chooses by asking for ``"auto"``.
+
+    Args:
+      data: validated :class:`MediationData`.
+      key: the fit's key; the selection folds a constant into it, so its hold-out rows, fits
+        and scoring noise are independent of the point fit's.
+      parents: the mediators' causal structure, as :func:`dcma_jax.fitted.fit` takes it.
+      config: optimisation settings of neural candidates (those of the fit that follows).
+      link: link of binary GLM nodes.
+      candidates: registered family names, in tie-breaking order (default:
+        :data:`DEFAULT_CANDIDATES`, read at the call).
+      num_samples: draws per held-out row of the CRPS estimate.
+
+    Returns:
+      ``(choices, scores)``: node name -> chosen generator (a mapping ``fit`` and
+      :func:`dcma_jax.model.build_model` take), and node name -> {family: mean held-out CRPS in
+      the node's original units; ``inf`` where the candidate's fit diverged}, in node order.
+
+    Raises:
+      ArgumentError: no candidates, repeated ones, or ``"auto"`` among them.
+      ValueError: an unknown family name.
+    """
+    families = tuple(DEFAULT_CANDIDATES if candidates is None else candidates)
+    if not families or len(set(families)) != len(families) or "auto" in families:
+        raise ArgumentError(
+            f"candidates must be distinct registered generator names, got {list(families)}"
+        )
+    structure = resolve_parents(data.mediator_names, parents)
+    models = {f: build_model(data, f, link=link, parents=structure) for f in families}
+    graph = models[families[0]].graph
+    weights = jnp.asarray(data.weights, float_dtype())
+    keys = node_keys(jax.random.fold_in(key, _SALT), len(graph.nodes))
+    variables = (*data.mediator_vars, data.outcome_var)
+    rows = node_data(models[families[0]], data)
+    choices, scores = {}, {}
+    for j, (node, var, (x, context)) in enumerate(zip(graph.nodes, variables, rows, strict=True)):
+        candidates_j = [models[f].generators[j] for f in families]
+        held, crps = node_crps(
+            candidates_j, node.kind, config, keys[j], x, context, weights, num_samples
+        )
+        w = np.asarray(data.weights, np.float64)[held]
+        scale = var.scale if var.kind == "continuous" else 1.0
+        means = crps @ (w / w.sum()) * scale
+        node_scores_j = {
+            f: float(v) if np.isfinite(v) else np.inf for f, v in zip(families, means, strict=True)
+        }
+        best = min(node_scores_j, key=node_scores_j.__getitem__)
+        choices[node.name] = models[best].generators[j]
+        scores[node.name] = node_scores_j
+    return choices, scores
+
+
+def report_entries(scores: Mapping[str, Mapping[str, float]]) -> tuple:
+    """``scores`` as :attr:`dcma_jax.fitted.FitReport.selection`: hashable, in node order.
+
+    Returns:
+      ``((node, chosen family, ((family, score), ...)), ...)``; the chosen family is the one
+      :func:`select_generators` chose (the lowest score, the earliest on a tie).
+    """
+    return tuple(
+        (node, min(s, key=s.__getitem__), tuple((f, float(v)) for f, v in s.items()))
+        for node, s in scores.items()
+    )
