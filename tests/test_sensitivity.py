@@ -1,0 +1,159 @@
+"""Sensitivity analysis against medsens' closed form (Imai, Keele & Yamamoto 2010)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+
+import dcma_jax as dj
+from dcma_jax.sensitivity import SensitivityError, newton_root
+
+N = 2000
+GRID = (-0.6, -0.3, 0.0, 0.3, 0.6)
+ROWS = dict(quantiles=(0.5,), cdf_points=(1.0,), distances=())  # few rows: cheap curves
+
+
+@pytest.fixture(scope="module")
+def study():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=N)
+    a = rng.integers(0, 2, N)
+    m = 0.8 * a + 0.4 * x + rng.normal(size=N)
+    y = 0.5 * a + 0.7 * m + 0.2 * x + rng.normal(size=N)
+    frame = pd.DataFrame({"A": a, "M": m, "Y": y, "X": x})
+    data = dj.MediationData.from_dataframe(
+        frame, treatment="A", mediators=["M"], outcome="Y", covariates=["X"]
+    )
+    mediator = sm.OLS(m, sm.add_constant(np.c_[a, x])).fit()
+    outcome = sm.OLS(y, sm.add_constant(np.c_[a, m, x])).fit()
+    total = sm.OLS(y, sm.add_constant(np.c_[a, x])).fit()
+    ols = {
+        "b2": mediator.params[1],  # A -> M
+        "s_m": np.sqrt(mediator.scale),
+        "d": outcome.params[2],  # M -> Y
+        "s_y": np.sqrt(outcome.scale),
+        "rt": np.corrcoef(mediator.resid, total.resid)[0, 1],
+    }
+    return data, dj.fit(data, generators="linear", seed=2), ols
+
+
+def _rows(curve, effect, functional="mean"):
+    rows = curve[(curve.effect == effect) & (curve.functional == functional)]
+    return rows.rho.to_numpy(), rows.estimate.to_numpy(), rows.d_estimate_d_rho.to_numpy()
+
+
+def test_acme_curve_is_medsens_closed_form(study):
+    # ACME(rho) = b2 d - s_y rho / sqrt(1 - rho^2) * b2 / s_m, the medsens closed form written
+    # with the fitted models' own coefficients and residual SDs (statsmodels). With common random
+    # numbers the shift is the same for every draw, so the curve is exact up to float32 rounding.
+    _, fitted, ols = study
+    result = fitted.sensitivity(rho_grid=GRID, breakpoints=False, **ROWS)
+    rho, acme, slope = _rows(result.curve, "NIE_treated")
+    closed = ols["b2"] * ols["d"] - ols["s_y"] * rho / np.sqrt(1 - rho**2) * ols["b2"] / ols["s_m"]
+    np.testing.assert_allclose(acme, closed, rtol=1e-5, atol=1e-5)
+    # d ACME / d rho by jax.jvp against the closed form's derivative.
+    d_closed = -ols["s_y"] * ols["b2"] / ols["s_m"] / (1 - rho**2) ** 1.5
+    np.testing.assert_allclose(slope, d_closed, rtol=1e-4)
+    # The total effect is identified: it does not move with rho.
+    _, te, te_slope = _rows(result.curve, "TE")
+    np.testing.assert_allclose(te, te[0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(te_slope, 0.0, atol=1e-6)
+
+
+def test_rho_zero_is_the_effects_query(study):
+    _, fitted, _ = study
+    result = fitted.sensitivity(rho_grid=(0.0,), breakpoints=False, num_draws=5000, **ROWS)
+    table = fitted.effects(num_draws=5000, **ROWS).table
+    np.testing.assert_allclose(result.curve.estimate.to_numpy(), table.estimate.to_numpy())
+
+
+def test_breakpoint_is_the_residual_correlation(study):
+    # The ACME crosses zero where rho / sqrt(1 - rho^2) = d s_m / s_y; in medsens' terms at
+    # rho = rt, the correlation of the residuals of M ~ A + X and Y ~ A + X (equal up to the
+    # models' degrees-of-freedom corrections, O(p / n)).
+    _, fitted, ols = study
+    result = fitted.sensitivity(rho_grid=np.linspace(-0.9, 0.9, 7), **ROWS)
+    found = result.breakpoints
+    acme = found[(found.effect == "NIE_treated") & (found.functional == "mean")]
+    (rho,) = acme.rho.to_numpy()
+    t = ols["d"] * ols["s_m"] / ols["s_y"]
+    assert rho == pytest.approx(t / np.sqrt(1 + t**2), abs=1e-5)
+    assert rho == pytest.approx(ols["rt"], abs=4 / N)
+    row = acme.iloc[0]
+    assert row.r2_star_product == pytest.approx(rho**2)
+    r2 = (1 - result.meta["r2_mediator"]) * (1 - result.meta["r2_outcome"])
+    assert row.r2_tilde_product == pytest.approx(rho**2 * r2)
+    assert set(found.bound) == {"estimate"}  # no bootstrap: no CI bounds
+
+
+def test_r_squared_of_linear_models_is_close_to_ols(study):
+    data, fitted, _ = study
+    result = fitted.sensitivity(rho_grid=(0.0,), breakpoints=False, **ROWS)
+    m, y = data.mediators[:, 0], data.outcome
+    x = np.c_[data.treatment, data.covariates]
+    r2_m = sm.OLS(m, sm.add_constant(x)).fit().rsquared
+    r2_y = sm.OLS(y, sm.add_constant(np.c_[x, m])).fit().rsquared
+    # 1 - sigma^2 / Var: sigma^2 has the (n - p) correction and 256 draws per row.
+    assert result.meta["r2_mediator"] == pytest.approx(r2_m, abs=0.01)
+    assert result.meta["r2_outcome"] == pytest.approx(r2_y, abs=0.01)
+
+
+def test_bands_and_ci_breakpoints_from_the_stored_replicates(study):
+    data, _, ols = study
+    fitted = dj.fit(data, generators="linear", bootstrap=8, seed=2)
+    result = fitted.sensitivity(
+        rho_grid=np.linspace(-0.9, 0.9, 7), quantiles=(), cdf_points=(), distances=()
+    )
+    curve = result.curve
+    acme = curve[(curve.effect == "NIE_treated") & (curve.functional == "mean")]
+    assert (acme.ci_low <= acme.estimate).all() and (acme.estimate <= acme.ci_high).all()
+    found = result.breakpoints
+    acme_found = found[found.effect == "NIE_treated"].set_index("bound").rho
+    # The curve decreases in rho: the upper bound crosses zero after the estimate, the lower
+    # bound before it.
+    assert acme_found["ci_low"] < acme_found["estimate"] < acme_found["ci_high"]
+
+
+def test_newton_root_finds_a_root_inside_the_bracket():
+    calls = []
+
+    def f(x):
+        calls.append(x)
+        return np.tanh(3 * x) - 0.4, 3 / np.cosh(3 * x) ** 2
+
+    root = newton_root(f, -0.9, 0.9, f(-0.9)[0], f(0.9)[0])
+    assert root == pytest.approx(np.arctanh(0.4) / 3, abs=1e-7)
+    assert len(calls) < 12  # Newton, not bisection
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(rho_grid=()), "the rho grid is empty"),
+        (dict(rho_grid=(0.0, 1.0)), "rho must lie strictly between -1 and 1"),
+        (dict(mediator="Z"), "mediator 'Z' is not one of"),
+    ],
+)
+def test_bad_arguments_are_refused(study, kwargs, message):
+    _, fitted, _ = study
+    with pytest.raises(SensitivityError, match=message):
+        fitted.sensitivity(**kwargs)
+
+
+def test_unsupported_generators_are_refused(default_data):
+    fitted = dj.fit(
+        default_data, generators={"M": "linear", "Y": "mdn"}, config=dj.TrainConfig(max_epochs=1)
+    )
+    with pytest.raises(SensitivityError, match="MixtureDensityNetwork draws from 2 noises"):
+        fitted.sensitivity()
+    frame = default_data
+    binary = dj.MediationData.from_dataframe(
+        pd.DataFrame(
+            {"A": frame.treatment, "M": (frame.mediators[:, 0] > 0).astype(int), "Y": frame.outcome}
+        ),
+        treatment="A",
+        mediators=["M"],
+        outcome="Y",
+    )
+    with pytest.raises(SensitivityError, match="mediator 'M' is binary"):
+        dj.fit(binary, generators="linear").sensitivity()
