@@ -1,12 +1,15 @@
 r"""Figures of a :class:`~dcma_jax.results.MediationResult`: arm distributions and effect curves.
 
-Two figures, written as PNG files:
+Figures, written as PNG files:
 
 * :func:`plot_arm_distributions` -- the simulated outcome distribution of every arm
   ``Y(a, M(a'))``: empirical CDFs on the left, smoothed densities on the right;
 * :func:`plot_quantile_effects` -- quantile-effect curves
   ``q -> Q_{Y(arm)}(q) - Q_{Y(reference)}(q)`` of TE, NDE and NIE, one panel per effect, with
-  bootstrap bands when the result has them and the true curves when they are known.
+  bootstrap bands when the result has them and the true curves when they are known;
+* :func:`plot_sensitivity` and :func:`plot_sensitivity_r2` -- a
+  :class:`~dcma_jax.sensitivity.SensitivityResult` in medsens' style: effects against ``rho``
+  with bands and breakpoints, and an effect's contours over the R-squared products.
 
 Figures are built on :class:`matplotlib.figure.Figure` with the Agg canvas, never through
 ``pyplot``, so no global figure state is created or leaked and no display is needed.
@@ -30,9 +33,14 @@ from dcma_jax.results import MediationResult
 __all__ = [
     "ARM_FIGURE",
     "CURVE_FIGURE",
+    "SENSITIVITY_FIGURE",
+    "SENSITIVITY_R2_FIGURE",
     "plot_arm_distributions",
     "plot_quantile_effects",
+    "plot_sensitivity",
+    "plot_sensitivity_r2",
     "save_figures",
+    "save_sensitivity_figures",
 ]
 
 #: File names :func:`save_figures` writes.
@@ -239,4 +247,103 @@ def save_figures(
     return [
         plot_arm_distributions(result, out / ARM_FIGURE),
         plot_quantile_effects(result, out / CURVE_FIGURE, truth_curves=truth_curves),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Sensitivity figures (medsens style)
+# --------------------------------------------------------------------------------------------
+
+SENSITIVITY_FIGURE = "sensitivity_rho.png"
+SENSITIVITY_R2_FIGURE = "sensitivity_r2.png"
+
+
+def _mean_rows(result, effect: str):
+    curve = result.curve
+    rows = curve[(curve.effect == effect) & (curve.functional == "mean")]
+    return rows.sort_values("rho")
+
+
+def plot_sensitivity(result, path: str | Path, effects: tuple[str, ...] | None = None) -> Path:
+    """Mean effects against ``rho`` with bootstrap bands, zero line and breakpoints.
+
+    One panel per effect (default: every effect with a mean row, proportions excluded); the
+    breakpoint of the estimate is marked, as in R mediation's ``plot.medsens``.
+    """
+    curve = result.curve
+    names = effects or tuple(
+        e
+        for e in dict.fromkeys(curve.effect)
+        if not e.startswith("PM_") and "mean" in set(curve[curve.effect == e].functional)
+    )
+    figure = _new_figure(3.2 * len(names), 3.0)
+    axes = np.atleast_1d(figure.subplots(1, len(names), sharey=True))
+    outcome = result.meta.get("outcome", "Y")
+    for ax, name in zip(axes, names, strict=True):
+        rows = _mean_rows(result, name)
+        ax.plot(rows.rho, rows.estimate, color="k", lw=1.5)
+        if rows.ci_low.notna().all():
+            ax.fill_between(rows.rho, rows.ci_low, rows.ci_high, color="0.8", lw=0)
+        ax.axhline(0.0, color="0.4", lw=0.8, ls="--")
+        found = result.breakpoints
+        found = found[(found.effect == name) & (found.functional == "mean")]
+        for rho in found[found.bound == "estimate"].rho:
+            ax.axvline(rho, color="C3", lw=0.8)
+            ax.annotate(
+                f"ρ = {rho:.2f}",
+                (rho, 0.0),
+                xytext=(3, 3),
+                textcoords="offset points",
+                fontsize=8,
+                color="C3",
+            )
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("sensitivity parameter ρ")
+    axes[0].set_ylabel(f"mean effect on {outcome}")
+    return _save(figure, path)
+
+
+def plot_sensitivity_r2(result, path: str | Path, effect: str = "NIE_treated") -> Path:
+    """The mean ``effect`` as contours over ``(R2*_M, R2*_Y)``, ``rho = sign sqrt(product)``.
+
+    Left panel: the confounder's share of the residual variances (``R2*``); right: of the total
+    variances (``R2~``). The sign of ``rho`` is that of the effect's breakpoint (positive when
+    there is none), as medsens' ``sign.prod``.
+    """
+    rows = _mean_rows(result, effect)
+    found = result.breakpoints
+    found = found[(found.effect == effect) & (found.functional == "mean")]
+    sign = float(np.sign(found[found.bound == "estimate"].rho.iloc[0])) if len(found) else 1.0
+    sign = sign or 1.0
+    top = float(np.max(rows.rho.abs()))
+    grid = np.linspace(0.0, 1.0, 201)
+    rm, ry = np.meshgrid(grid, grid)
+    product = rm * ry
+    # Beyond the grid's largest |rho| the curve is unknown: left blank, not extrapolated.
+    value = np.where(
+        product <= top**2,
+        np.interp(sign * np.sqrt(product), rows.rho.to_numpy(), rows.estimate.to_numpy()),
+        np.nan,
+    )
+    meta = result.meta
+    figure = _new_figure(7.0, 3.2)
+    axes = figure.subplots(1, 2)
+    # R2~_M = R2*_M (1 - R2_M), R2~_Y = R2*_Y (1 - R2_Y): shares of the total variances.
+    panels = ((1.0, 1.0, "R²*"), (1 - meta["r2_mediator"], 1 - meta["r2_outcome"], "R̃²"))
+    for ax, (sx, sy, label) in zip(axes, panels, strict=True):
+        contours = ax.contour(rm * sx, ry * sy, value, levels=9, colors="k", linewidths=0.8)
+        ax.clabel(contours, fontsize=7)
+        ax.contour(rm * sx, ry * sy, value, levels=[0.0], colors="C3", linewidths=1.5)
+        ax.set_xlabel(f"{label}_M")
+        ax.set_ylabel(f"{label}_Y")
+        ax.set_title(f"{effect} (sign of ρ: {'+' if sign > 0 else '-'})", fontsize=10)
+    return _save(figure, path)
+
+
+def save_sensitivity_figures(result, out_dir: str | Path) -> list[Path]:
+    """Writes :data:`SENSITIVITY_FIGURE` and :data:`SENSITIVITY_R2_FIGURE` into ``out_dir``."""
+    out = Path(out_dir)
+    return [
+        plot_sensitivity(result, out / SENSITIVITY_FIGURE),
+        plot_sensitivity_r2(result, out / SENSITIVITY_R2_FIGURE),
     ]

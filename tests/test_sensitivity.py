@@ -1,5 +1,7 @@
 """Sensitivity analysis against medsens' closed form (Imai, Keele & Yamamoto 2010)."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -157,3 +159,37 @@ def test_unsupported_generators_are_refused(default_data):
     )
     with pytest.raises(SensitivityError, match="mediator 'M' is binary"):
         dj.fit(binary, generators="linear").sensitivity()
+
+
+def test_cli_sensitivity_writes_the_documented_json_and_figures(tmp_path, capsys):
+    from dcma_jax import cli
+
+    argv = ["sensitivity", "--generator", "linear", "--rho-grid=-0.6,0.6,5", "--quantiles", "0.5"]
+    assert cli.main([*argv, "--out", str(tmp_path)]) == 0
+    stdout = capsys.readouterr().out
+    assert "mean effects by rho" in stdout and "NIE_treated" in stdout
+    doc = json.loads((tmp_path / "sensitivity.json").read_text())
+    assert set(doc) == {"curve", "breakpoints", "meta"}
+    assert set(doc["curve"][0]) == {
+        "rho", "r2_star_product", "r2_tilde_product", "effect", "functional", "level",
+        "estimate", "ci_low", "ci_high", "d_estimate_d_rho",
+    }  # fmt: skip
+    assert sorted({row["rho"] for row in doc["curve"]}) == [-0.6, -0.3, 0.0, 0.3, 0.6]
+    for name in ("sensitivity_rho.png", "sensitivity_r2.png"):
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--rho-grid=-1,1,5"], "--rho-grid: rho must lie strictly between -1 and 1"),
+        (["--rho-grid=0,0.5"], "--rho-grid: expected START,STOP,NUM"),
+        (["--model", "m", "--data", "x.csv"], "--model reads a saved model"),
+    ],
+)
+def test_cli_sensitivity_errors_are_one_line(argv, message, capsys):
+    from dcma_jax import cli
+
+    assert cli.main(["sensitivity", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

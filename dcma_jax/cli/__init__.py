@@ -6,7 +6,9 @@ Sub-commands, one module each:
   embedded default study, with the true effects beside the estimates;
 * ``dcma fit`` (:mod:`.fit`): fit once (bootstrap included) and save the model, resumably;
 * ``dcma effects`` (:mod:`.effects`): the same report as ``run`` from a saved model, no refit;
-* ``dcma info`` (:mod:`.info`): describe a saved model.
+* ``dcma info`` (:mod:`.info`): describe a saved model;
+* ``dcma sensitivity`` (:mod:`.sensitivity`): effect curves over the sensitivity parameter
+  ``rho`` (unmeasured mediator–outcome confounding), with bands and breakpoints.
 
 Every user error (bad data, bad flags, a missing or corrupted model, a diverged fit; see
 :mod:`dcma_jax.errors`) ends the command with one line ``dcma: error: ...`` on stderr and exit
@@ -25,7 +27,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from dcma_jax.cli import cache, effects, fit, info, run
+from dcma_jax.cli import cache, effects, fit, info, run, sensitivity
 from dcma_jax.cli.args import DEFAULT_STUDY_BOOTSTRAP, Parser, UsageError
 from dcma_jax.data import DataError
 from dcma_jax.errors import ArgumentError
@@ -36,7 +38,7 @@ from dcma_jax.training import TrainingError
 
 __all__ = ["DEFAULT_STUDY_BOOTSTRAP", "build_parser", "main"]
 
-COMMANDS = (run, fit, effects, info)
+COMMANDS = (run, fit, effects, info, sensitivity)
 
 
 def build_parser() -> Parser:
