@@ -74,7 +74,8 @@ def _coupling_shift(
 
     ``rho / sqrt(1 - rho^2) * (eps_drawn - eps_a)``: mediator ``coupled``'s normal score under
     the context it was drawn in minus its score under the outcome's treatment value (given the
-    mediators the outcome sees). Zero when the two contexts agree, e.g. in ``Y(a, M(a))``.
+    mediators the outcome sees). Zero when the two contexts agree, e.g. in ``Y(a, M(a))``;
+    negated for a binary outcome (``rho`` then correlates with its latent variable).
     """
     graph, j = model.graph, coupled
     n, dtype = covariates.shape[0], covariates.dtype
@@ -85,7 +86,10 @@ def _coupling_shift(
     value = mediators[:, j : j + 1]
     eps_drawn = normal_score(model.generators[j], params[j], value, drawn)
     eps_a = normal_score(model.generators[j], params[j], value, seen)
-    return rho / jnp.sqrt(1.0 - rho**2) * (eps_drawn - eps_a)
+    shift = rho / jnp.sqrt(1.0 - rho**2) * (eps_drawn - eps_a)
+    # A binary outcome is 1{u < Phi^-1(p)}: its latent Y* = Phi^-1(p) - u falls as u rises, so
+    # rho is the correlation with -u, as in medsens (a confounder raising M raises Y*).
+    return -shift if graph.outcome.kind == "binary" else shift
 
 
 def _forward(
