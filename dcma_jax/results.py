@@ -25,6 +25,17 @@ import pandas as pd
 COLUMNS = ("effect", "functional", "level", "estimate", "ci_low", "ci_high")
 
 
+def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
+    """A DataFrame as a GitHub markdown table (floats to ``digits`` decimals), for reports."""
+
+    def cell(v: Any) -> str:
+        return f"{v:.{digits}f}" if isinstance(v, (float, np.floating)) else str(v)
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * frame.shape[1]]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(False)]
+    return "\n".join(lines)
+
+
 def _json_number(value: Any) -> float | None:
     if value is None:
         return None

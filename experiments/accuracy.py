@@ -24,6 +24,7 @@ from scipy.stats import norm
 
 import dcma_jax as dj
 from dcma_jax.datasets import DEFAULT_STUDY, SyntheticStudy
+from dcma_jax.results import markdown_table
 
 GENERATORS = ("linear", "mdn", "flow", "diffusion")
 QUANTILES = (0.1, 0.5, 0.9)
@@ -92,17 +93,6 @@ STUDIES = {
         outcome_model=_interaction_outcome,
     ),
 }
-
-
-def _markdown(frame: pd.DataFrame) -> str:
-    """A DataFrame as a GitHub markdown table (floats to 3 decimals)."""
-
-    def cell(v):
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(False)]
-    return "\n".join(lines)
 
 
 def _errors(study, generator, seed, n, draws, config):
@@ -181,11 +171,11 @@ def main() -> None:
         "(TE, NDE_control, NDE_treated, NIE_control, NIE_treated), in outcome units "
         "(energy: squared units); `seconds` is fit + simulate time per data set.",
         "",
-        _markdown(summary),
+        markdown_table(summary),
         "",
         "## Estimates and truths for NDE_control and NIE_treated (first data set)",
         "",
-        _markdown(detail),
+        markdown_table(detail),
         "",
     ]
     out = Path(args.out)

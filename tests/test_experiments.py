@@ -5,14 +5,18 @@ import sys
 
 import pytest
 
-EXPERIMENTS = ["experiments/custom_generator.py", "experiments/accuracy.py"]
+EXPERIMENTS = [
+    "experiments/custom_generator.py",
+    "experiments/accuracy.py",
+    "experiments/sensitivity.py",
+]
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS)
 def test_experiment_runs_quick(path, tmp_path, monkeypatch, capsys):
     argv = [path, "--quick"]
-    if path.endswith("accuracy.py"):
-        argv += ["--out", str(tmp_path / "accuracy.md")]
+    if path.endswith(("accuracy.py", "sensitivity.py")):
+        argv += ["--out", str(tmp_path / "table.md")]
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(path, run_name="__main__")
     out = capsys.readouterr().out
