@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> None:
                 covered = bool(nie.ci_low.iloc[1] <= true <= nie.ci_high.iloc[1])
                 rows.append((scm, f"{family}/{outcome}", seed, true, naive, corrected, sd, covered))
                 print(
-                    f"{scm:9} {family:7} seed {seed}: NIE_treated truth {true:.3f} naive {naive:.3f} "
-                    f"at rho {RHO} {corrected:.3f} (SD {sd:.3f})",
+                    f"{scm:9} {family:7} seed {seed}: NIE_treated truth {true:.3f} "
+                    f"naive {naive:.3f} at rho {RHO} {corrected:.3f} (SD {sd:.3f})",
                     flush=True,
                 )
     table = pd.DataFrame(
