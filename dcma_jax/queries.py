@@ -321,7 +321,8 @@ def query_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     return sim_key, boot_sim_key, jax.random.fold_in(sim_key, 1)
 
 
-def _arrays(fitted: FittedMediation) -> dict[str, jax.Array]:
+def model_arrays(fitted: FittedMediation) -> dict[str, jax.Array]:
+    """The traced inputs every query passes: covariate rows, weights, the outcome's encoding."""
     data, dtype = fitted.data, float_dtype()
     return {
         "covariates": jnp.asarray(data.covariates, dtype),
@@ -407,7 +408,7 @@ def effects(
         data, model, effects, treatment_values, reference, path_specific, path_reference
     )
     sim_key, boot_sim_key, dose_key = query_keys(seed)
-    arr = _arrays(fitted)
+    arr = model_arrays(fitted)
     arms = Arms.pack(estimands.arms, float_dtype())
     common = (arr["covariates"], arr["weights"], arr["center"], arr["scale"])
 
@@ -493,7 +494,7 @@ def _replicate_intervals(
 
     Each replicate is simulated with its own key and its resample's covariate distribution.
     """
-    arr = _arrays(fitted)
+    arr = model_arrays(fitted)
     values, curves = replicate_effects(
         fitted.model,
         layout,
@@ -576,7 +577,7 @@ def dose_response(
         raise ArgumentError(f"grid must be a non-empty list of finite numbers, got {list(grid)}")
     if key is None:
         key = query_keys(fitted.seed if seed is None else int(seed))[2]
-    arr = _arrays(fitted)
+    arr = model_arrays(fitted)
     codes = jnp.asarray(var.encode(values), float_dtype())
     method = "autodiff" if pathwise_differentiable(model) else "finite_difference"
     mu, direct, indirect = dose_response_surface(
@@ -637,7 +638,7 @@ def simulate_arms(
     data, model = fitted.data, fitted.model
     parsed = parse_user_arms(data, model, arms)
     key = query_keys(fitted.seed if seed is None else int(seed))[0]
-    arr = _arrays(fitted)
+    arr = model_arrays(fitted)
     draws = simulate(
         model, fitted.params, key, arr["covariates"], arr["weights"], parsed, num_draws, chunk_size
     )

@@ -395,7 +395,7 @@ def sensitivity(
     dtype = float_dtype()
     arms = Arms.pack(estimands.arms, dtype)
     sim_key, boot_key, _ = queries.query_keys(seed)
-    arr = queries._arrays(fitted)
+    arr = queries.model_arrays(fitted)
     rhos = jnp.asarray(rho_grid, dtype)
     static = dict(num_draws=num_draws, chunk_size=chunk_size, coupled=coupled)
 
