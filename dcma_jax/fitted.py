@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from dcma_jax import diagnostics, queries, sensitivity
+from dcma_jax import diagnostics, influence, queries, sensitivity
 from dcma_jax.data import MediationData
 from dcma_jax.errors import ArgumentError
 from dcma_jax.graph import resolve_parents
@@ -70,7 +70,8 @@ class FitReport:
         replicates are left out of the intervals.
       seconds: wall time of the fitting done by the process that finished the fit.
       selection: with ``generators="auto"``, per node ``(node, chosen family, ((family,
-        held-out CRPS), ...))`` (:mod:`dcma_jax.selection`); ``()`` otherwise.
+        held-out CRPS, its standard error against the lowest), ...))``
+        (:mod:`dcma_jax.selection`); ``()`` otherwise.
     """
 
     epochs: tuple[int, ...]
@@ -147,6 +148,7 @@ class FittedMediation:
     dose_response = queries.dose_response
     diagnostics = diagnostics.node_diagnostics
     sensitivity = sensitivity.sensitivity
+    influence = influence.influence
 
     # ---- description and persistence ------------------------------------------------------
 
@@ -176,7 +178,11 @@ class FittedMediation:
             "bootstrap_dropped": sum(report.replicate_diverged),
             "fit_seconds": report.seconds,
             "generator_selection": {
-                node: {"chosen": family, "crps": {f: v if np.isfinite(v) else None for f, v in s}}
+                node: {
+                    "chosen": family,
+                    "crps": {f: v if np.isfinite(v) else None for f, v, _ in s},
+                    "se": {f: e if np.isfinite(e) else None for f, _, e in s},
+                }
                 for node, family, s in report.selection
             }
             or None,
@@ -249,7 +255,7 @@ def fit(
         generators, scores = select_generators(
             data, key=fit_key, parents=parents, config=config, link=link
         )
-        selection = report_entries(scores)
+        selection = report_entries(generators, scores)
     model = build_model(
         data, generators, link=link, parents=resolve_parents(data.mediator_names, parents)
     )

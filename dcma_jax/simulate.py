@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -149,11 +149,20 @@ def _chunk(
 
     Returns ``(outcome (n_arms, size), mediators (n_arms, size, k), rows (size,))``.
     """
-    num_chains = arms.mediators.shape[1]
     row_key, *noise_keys = jax.random.split(key, 1 + len(model.generators))
     rows = jax.random.choice(row_key, covariates.shape[0], (size,), p=weights)
     x = covariates[rows]
-    dtype = covariates.dtype
+    noise, outcome_noise = _noise(model, noise_keys, size, arms.mediators.shape[1], x.dtype)
+    outcome, mediators = jax.vmap(
+        lambda arm: _forward(model, params, arm, x, noise, outcome_noise, coupled, rho)
+    )(arms)
+    return outcome, mediators, rows
+
+
+def _noise(
+    model: Model, noise_keys: Sequence[jax.Array], size: int, num_chains: int, dtype: Any
+) -> tuple[tuple[jax.Array, ...], jax.Array]:
+    """Each mediator's noise per chain ``(C, size, noise_dim)`` and the outcome's noise."""
 
     def chain_noise(c, j):
         # Chain 0 uses the single-chain stream; chain c > 0 its own independent stream.
@@ -165,10 +174,32 @@ def _chunk(
         for j in range(model.graph.num_mediators)
     )
     outcome_noise = jax.random.normal(noise_keys[-1], (size, model.generators[-1].noise_dim), dtype)
-    outcome, mediators = jax.vmap(
-        lambda arm: _forward(model, params, arm, x, noise, outcome_noise, coupled, rho)
-    )(arms)
-    return outcome, mediators, rows
+    return noise, outcome_noise
+
+
+@functools.partial(jax.jit, static_argnames=("model", "draws_per_row"))
+def simulate_rows(
+    model: Model,
+    params: tuple,
+    key: jax.Array,
+    covariates: jax.Array,
+    arms: Arms,
+    draws_per_row: int,
+) -> jax.Array:
+    """Every arm at every covariate row, ``draws_per_row`` draws each: ``(n_arms, n, R)``.
+
+    The stratified counterpart of :func:`simulate_packed`: rows are not resampled, so a
+    weighted mean over rows is differentiable in the weights (influence functions). Draws of
+    one row share noise across arms (common random numbers), rows get independent noise.
+    """
+    n = covariates.shape[0]
+    x = jnp.repeat(covariates, draws_per_row, axis=0)
+    keys = list(jax.random.split(key, len(model.generators)))
+    noise, outcome_noise = _noise(model, keys, x.shape[0], arms.mediators.shape[1], x.dtype)
+    dtype = covariates.dtype
+    arms = Arms(arms.outcome.astype(dtype), arms.mediators.astype(dtype), arms.sources)
+    outcome, _ = jax.vmap(lambda arm: _forward(model, params, arm, x, noise, outcome_noise))(arms)
+    return outcome.reshape(-1, n, draws_per_row)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_draws", "chunk_size", "coupled"))
