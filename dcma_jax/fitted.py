@@ -219,9 +219,10 @@ def fit(
     Args:
       data: validated :class:`MediationData`.
       generators: generator family name or instance for all nodes, or a mapping from node
-        name to one (see :func:`dcma_jax.model.build_model`); ``"auto"``: per node, the family
-        of :data:`dcma_jax.selection.DEFAULT_CANDIDATES` with the lowest held-out CRPS, which
-        fits each candidate once more per node (:mod:`dcma_jax.selection`).
+        name to one (see :func:`dcma_jax.model.build_model`); ``"auto"``: per node, the first
+        family of :data:`dcma_jax.selection.DEFAULT_CANDIDATES` whose held-out CRPS is within
+        one standard error of the lowest, which fits each candidate once more per node
+        (:mod:`dcma_jax.selection`).
       link: link of binary GLM nodes (``"logit"`` or ``"probit"``).
       parents: the mediators' causal structure: ``None``/``"chain"`` (every earlier mediator
         is a parent), ``"parallel"`` (none), or ``{"M2": ["M1"], ...}``.

@@ -578,7 +578,7 @@ def _report_value(value: Any) -> Any:
 def _selection_value(entries: list) -> tuple:
     """``FitReport.selection`` from JSON: names stay strings, scores are floats (``"inf"`` too)."""
     return tuple(
-        (str(node), str(family), tuple((str(f), float(v)) for f, v in scores))
+        (str(node), str(family), tuple((str(f), float(v), float(e)) for f, v, e in scores))
         for node, family, scores in entries
     )
 

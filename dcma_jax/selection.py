@@ -9,11 +9,14 @@ them and scored on the held-out rows by the continuous ranked probability score
 
 estimated without bias from ``num_samples`` draws per row
 (:func:`dcma_jax.diagnostics.node_scores`), averaged over the held-out rows with the
-observation weights, in the node's original units. Lower is better; the family with the lowest
-score is chosen (a tie goes to the earlier candidate). CRPS needs draws only, so every family is
-scored the same way, diffusion (no density) included; on a binary node it is the Brier score
-``(p - y)^2``, where the families' binary models compete (``linear``: ``BinaryGLM``; the others:
-``BernoulliMLP``, fitted once when several families share it).
+observation weights, in the node's original units. Lower is better. Candidates come simplest
+first, and the first one whose score exceeds the lowest by at most ``tolerance`` (1) standard
+errors of the paired difference is chosen (the one-standard-error rule, :func:`choose`): a more
+flexible family has to beat a simpler one by more than the noise of the comparison, so a linear
+node keeps its closed form when a network merely ties with it. CRPS needs draws only, so every
+family is scored the same way, diffusion (no density) included; on a binary node it is the Brier
+score ``(p - y)^2``, where the families' binary models compete (``linear``: ``BinaryGLM``; the
+others: ``BernoulliMLP``, fitted once when several families share it).
 
 **Held-out rows.** Node ``j``'s held-out rows are the validation rows
 (:func:`dcma_jax.training.split_rows`, ``val_fraction`` of the rows) of a key of the selection's
@@ -51,9 +54,11 @@ its choices to ``fit(generators=choices)`` (that fit's report then records no se
 
 Example:
   >>> choices, scores = select_generators(data, key=jax.random.key(0))  # doctest: +SKIP
-  >>> scores["M"]                                  # doctest: +SKIP
-  {'linear': 0.41, 'mdn': 0.23, 'flow': 0.24}
-  >>> fitted = dj.fit(data, generators="auto")     # the same, then the usual fit  # doctest: +SKIP
+  >>> choices  # M bimodal, Y linear-Gaussian given (A, M, X)          # doctest: +SKIP
+  {'M': 'mdn', 'Y': 'linear'}
+  >>> scores["M"]["linear"]  # 0.11 above mdn's 1.113: 5.6 standard errors  # doctest: +SKIP
+  Score(crps=1.2256, se=0.0201)
+  >>> fitted = dj.fit(data, generators="auto")  # the same choice, then the fit  # doctest: +SKIP
 
 Reference: T. Gneiting and A. E. Raftery (2007), Strictly proper scoring rules, prediction, and
 estimation, JASA 102(477), 359-378 (CRPS, its kernel form and propriety).
@@ -62,6 +67,7 @@ estimation, JASA 102(477), 359-378 (CRPS, its kernel form and propriety).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -78,9 +84,26 @@ from dcma_jax.training import TrainConfig, fit_generator, node_keys, split_rows
 #: The families ``generators="auto"`` chooses among, in tie-breaking order.
 DEFAULT_CANDIDATES: tuple[str, ...] = ("linear", "mdn", "flow")
 
+#: Standard errors by which a later (more flexible) candidate must beat the lowest score's
+#: rival to be chosen over an earlier one (the one-standard-error rule, :func:`choose`).
+TOLERANCE = 1.0
+
 # Folded into the fit's key: the selection's keys are independent of the point fit's, which
 # splits the same key (the diagnostics fold in 7).
 _SALT = 0x5E1EC7
+
+
+class Score(NamedTuple):
+    """A candidate's held-out score at one node, in the node's original units.
+
+    Attributes:
+      crps: mean held-out CRPS (observation-weighted); ``inf`` if its fit diverged.
+      se: standard error of ``crps`` minus the lowest candidate's, from the paired per-row
+        differences (0 for the lowest; ``inf`` if the fit diverged).
+    """
+
+    crps: float
+    se: float
 
 
 def node_crps(
@@ -126,6 +149,21 @@ def node_crps(
     return np.asarray(rows), np.stack([done[g] for g in generators])
 
 
+def choose(scores: Mapping[str, Score], tolerance: float = TOLERANCE) -> str:
+    """The first family whose CRPS exceeds the lowest by at most ``tolerance`` standard errors.
+
+    Candidates come simplest first, so this is the one-standard-error rule (Hastie, Tibshirani
+    and Friedman, *The Elements of Statistical Learning*, 2nd ed., sec. 7.10): a more flexible
+    family must beat the simpler ones by more than the noise of the comparison.
+    ``tolerance=0`` picks the lowest score (the earliest on a tie).
+    """
+    finite = {f: s for f, s in scores.items() if np.isfinite(s.crps)}
+    if not finite:  # every fit diverged: the fit that follows raises the reason
+        return next(iter(scores))
+    lowest = min(s.crps for s in finite.values())
+    return next(f for f, s in finite.items() if s.crps - lowest <= tolerance * s.se)
+
+
 def select_generators(
     data: MediationData,
     *,
@@ -135,7 +173,8 @@ def select_generators(
     link: str = "logit",
     candidates: Sequence[str] | None = None,
     num_samples: int = NUM_SAMPLES,
-) -> tuple[dict[str, Generator], dict[str, dict[str, float]]]:
+    tolerance: float = TOLERANCE,
+) -> tuple[dict[str, str], dict[str, dict[str, Score]]]:
     """Chooses every node's generator family by held-out CRPS (see the module docstring).
 
     Fits each candidate once per node, on top of the fit that follows: a cost the caller
@@ -148,14 +187,15 @@ def select_generators(
       parents: the mediators' causal structure, as :func:`dcma_jax.fitted.fit` takes it.
       config: optimisation settings of neural candidates (those of the fit that follows).
       link: link of binary GLM nodes.
-      candidates: registered family names, in tie-breaking order (default:
+      candidates: registered family names, simplest first (default:
         :data:`DEFAULT_CANDIDATES`, read at the call).
       num_samples: draws per held-out row of the CRPS estimate.
+      tolerance: standard errors a later candidate must win by (:func:`choose`).
 
     Returns:
-      ``(choices, scores)``: node name -> chosen generator (a mapping ``fit`` and
-      :func:`dcma_jax.model.build_model` take), and node name -> {family: mean held-out CRPS in
-      the node's original units; ``inf`` where the candidate's fit diverged}, in node order.
+      ``(choices, scores)``: node name -> chosen family (a mapping that ``fit`` and
+      :func:`dcma_jax.model.build_model` take), and node name -> {family: :class:`Score`}, in
+      node order and candidate order. A candidate whose fit diverged scores ``inf``.
 
     Raises:
       ArgumentError: no candidates, repeated ones, or ``"auto"`` among them.
@@ -175,30 +215,56 @@ def select_generators(
     rows = node_data(models[families[0]], data)
     choices, scores = {}, {}
     for j, (node, var, (x, context)) in enumerate(zip(graph.nodes, variables, rows, strict=True)):
-        candidates_j = [models[f].generators[j] for f in families]
         held, crps = node_crps(
-            candidates_j, node.kind, config, keys[j], x, context, weights, num_samples
+            [models[f].generators[j] for f in families],
+            node.kind,
+            config,
+            keys[j],
+            x,
+            context,
+            weights,
+            num_samples,
         )
-        w = np.asarray(data.weights, np.float64)[held]
         scale = var.scale if var.kind == "continuous" else 1.0
-        means = crps @ (w / w.sum()) * scale
-        node_scores_j = {
-            f: float(v) if np.isfinite(v) else np.inf for f, v in zip(families, means, strict=True)
-        }
-        best = min(node_scores_j, key=node_scores_j.__getitem__)
-        choices[node.name] = models[best].generators[j]
+        node_scores_j = _scores(families, crps * scale, np.asarray(data.weights, np.float64)[held])
         scores[node.name] = node_scores_j
+        choices[node.name] = choose(node_scores_j, tolerance)
     return choices, scores
 
 
-def report_entries(scores: Mapping[str, Mapping[str, float]]) -> tuple:
-    """``scores`` as :attr:`dcma_jax.fitted.FitReport.selection`: hashable, in node order.
+def _scores(families: Sequence[str], crps: np.ndarray, weights: np.ndarray) -> dict[str, Score]:
+    """Weighted mean CRPS of each candidate and the paired standard error against the lowest.
+
+    With ``p_i = w_i / sum w`` and ``d_i`` a candidate's per-row CRPS minus the lowest one's,
+    ``se = sqrt(n / (n - 1) * sum_i p_i^2 (d_i - sum_k p_k d_k)^2)`` (``s / sqrt(n)`` for equal
+    weights).
+    """
+    p = weights / weights.sum()
+    n = p.size
+    finite = np.all(np.isfinite(crps), axis=1)
+    if not finite.any():
+        return {f: Score(np.inf, np.inf) for f in families}
+    # Row by row, so that candidates sharing a generator get bit-identical scores.
+    means = [row @ p if ok else np.inf for row, ok in zip(crps, finite, strict=True)]
+    lowest = crps[int(np.argmin(means))]
+    out = {}
+    for f, row, mean, ok in zip(families, crps, means, finite, strict=True):
+        se = np.inf
+        if ok:
+            d = row - lowest
+            se = np.sqrt(n / (n - 1) * np.sum(p**2 * (d - d @ p) ** 2))
+        out[f] = Score(float(mean), float(se))
+    return out
+
+
+def report_entries(choices: Mapping[str, str], scores: Mapping[str, Mapping[str, Score]]) -> tuple:
+    """:func:`select_generators`' result as :attr:`dcma_jax.fitted.FitReport.selection`.
 
     Returns:
-      ``((node, chosen family, ((family, score), ...)), ...)``; the chosen family is the one
-      :func:`select_generators` chose (the lowest score, the earliest on a tie).
+      ``((node, chosen family, ((family, crps, se), ...)), ...)`` in node order: hashable, as
+      the static metadata of a fitted model must be.
     """
     return tuple(
-        (node, min(s, key=s.__getitem__), tuple((f, float(v)) for f, v in s.items()))
-        for node, s in scores.items()
+        (node, choices[node], tuple((f, s.crps, s.se) for f, s in scores[node].items()))
+        for node in scores
     )

@@ -193,9 +193,11 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model and bootstrap")
     model.add_argument(
         "--generator",
-        choices=registered_names(),
+        choices=[*registered_names(), "auto"],
         default="mdn",
-        help="generator family for every mediator and the outcome (default: %(default)s)",
+        help="generator family for every mediator and the outcome; auto: per node, the one of "
+        "linear, mdn, flow with the lowest held-out CRPS (a later one must win by more than a "
+        "standard error), which fits each of them once more (default: %(default)s)",
     )
     model.add_argument(
         "--link",

@@ -40,7 +40,8 @@ def execute(args: argparse.Namespace, out: steps.Out) -> None:
     """Runs ``dcma fit``; ``out`` prints a line."""
     data = steps.load_data(args)
     steps.describe_data(args, data, out)
-    bar = steps.StageBar(steps.fit_stages(steps.bootstrap_count(args), args.block_size))
+    auto = args.generator == "auto"
+    bar = steps.StageBar(steps.fit_stages(steps.bootstrap_count(args), args.block_size, auto))
     done = False
     try:
         fitted = steps.fit_from_args(args, data, bar.stage, checkpoint=args.save)
@@ -50,5 +51,7 @@ def execute(args: argparse.Namespace, out: steps.Out) -> None:
     out("Model graph:")
     out("\n".join(f"  {line}" for line in fitted.model.describe().splitlines()))
     out("")
+    if fitted.report.selection:
+        out("\n".join([*steps.selection_lines(fitted.describe()["generator_selection"]), ""]))
     out(f"Saved the fitted model: {args.save} ({fitted.bootstrap} bootstrap replicates)")
     out(f"Fit time: {fitted.report.seconds:.1f} s")

@@ -57,6 +57,8 @@ def execute(args: argparse.Namespace, out: steps.Out) -> None:
             f"      {type(g).__name__}({', '.join(f'{k}={v!r}' for k, v in fields.items())}): {how}"
         )
     out("")
+    if report.selection:
+        out("\n".join([*steps.selection_lines(fitted.describe()["generator_selection"]), ""]))
     if fitted.bootstrap:
         out(f"Bootstrap: {fitted.bootstrap} replicates in blocks of {settings.block_size}")
         for node, epochs in zip(model.graph.nodes, report.replicate_epochs, strict=True):

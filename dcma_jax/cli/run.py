@@ -42,7 +42,8 @@ def execute(args: argparse.Namespace, out: steps.Out) -> None:
     default_study = args.data is None
     steps.describe_data(args, data, out)
     bootstrap = steps.bootstrap_count(args)
-    total = steps.fit_stages(bootstrap, args.block_size) + steps.effect_stages(
+    total = steps.fit_stages(bootstrap, args.block_size, args.generator == "auto")
+    total += steps.effect_stages(
         bootstrap, default_study, not args.no_plots, kwargs["dose_grid"] is not None
     )
     bar = steps.StageBar(total)

@@ -84,9 +84,9 @@ class StageBar:
         self._bar.close()
 
 
-def fit_stages(bootstrap: int, block_size: int) -> int:
-    """Progress stages of a fit: the point fit and one per bootstrap block."""
-    return 1 + (len(block_ranges(bootstrap, block_size)) if bootstrap else 0)
+def fit_stages(bootstrap: int, block_size: int, auto: bool = False) -> int:
+    """Progress stages of a fit: the selection (auto), the point fit, one per bootstrap block."""
+    return int(auto) + 1 + (len(block_ranges(bootstrap, block_size)) if bootstrap else 0)
 
 
 def effect_stages(bootstrap: int, default_study: bool, plots: bool, dose: bool) -> int:
@@ -351,6 +351,23 @@ def node_lines(nodes: dict) -> list[str]:
     return lines
 
 
+def selection_lines(selection: dict | None) -> list[str]:
+    """``meta["generator_selection"]`` (``--generator auto``): one line per node, or none."""
+    if not selection:
+        return []
+    lines = [
+        "Generator selection per node (held-out CRPS, +- standard error of its difference to "
+        "the lowest; chosen: the first within one standard error):"
+    ]
+    for name, s in selection.items():
+        scores = ", ".join(
+            f"{f} failed" if v is None else f"{f} {v:.4f}" + (f" +- {e:.4f}" if e else "")
+            for (f, v), e in zip(s["crps"].items(), s["se"].values(), strict=True)
+        )
+        lines.append(f"  {name}: {scores} -> {s['chosen']}")
+    return lines
+
+
 def diagnostics_lines(diagnostics: dict) -> list[str]:
     """The diagnostics block of the report: node fit quality and mediator overlap."""
     lines = ["Fit diagnostics per node (PIT KS above its 95% bound: miscalibrated):"]
@@ -377,6 +394,8 @@ def report(
     out("Model graph:")
     out("\n".join(f"  {line}" for line in meta["graph"]))
     out("")
+    if meta.get("generator_selection"):
+        out("\n".join([*selection_lines(meta["generator_selection"]), ""]))
     bootstrap = meta["bootstrap"]
     interval = (
         f"{bootstrap} bootstrap replicates, {meta['ci_level']:.0%} percentile intervals"
