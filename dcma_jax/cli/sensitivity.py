@@ -82,7 +82,8 @@ def execute(args: argparse.Namespace, out: steps.Out) -> None:
         data = steps.load_data(args)
         steps.describe_data(args, data, out)
         seed, args.seed = args.seed, 0 if args.seed is None else args.seed
-        bar = steps.StageBar(steps.fit_stages(steps.bootstrap_count(args), args.block_size))
+        auto = args.generator == "auto"
+        bar = steps.StageBar(steps.fit_stages(steps.bootstrap_count(args), args.block_size, auto))
         done = False
         try:
             fitted = steps.fit_from_args(args, data, bar.stage)
