@@ -9,13 +9,14 @@ EXPERIMENTS = [
     "experiments/custom_generator.py",
     "experiments/accuracy.py",
     "experiments/sensitivity.py",
+    "experiments/framing.py",
 ]
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS)
 def test_experiment_runs_quick(path, tmp_path, monkeypatch, capsys):
     argv = [path, "--quick"]
-    if path.endswith(("accuracy.py", "sensitivity.py")):
+    if path.endswith(("accuracy.py", "sensitivity.py", "framing.py")):
         argv += ["--out", str(tmp_path / "table.md")]
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(path, run_name="__main__")
