@@ -91,9 +91,6 @@ class EffectLayout:
         if missing:
             raise ArgumentError(f"ratios refer to unknown contrasts {sorted(missing)}")
 
-    def contrast(self, name: str) -> Contrast:
-        return next(c for c in self.contrasts if c.name == name)
-
 
 @dataclasses.dataclass(frozen=True)
 class Estimands:
