@@ -242,3 +242,30 @@ def test_the_curve_at_the_true_rho_recovers_the_structural_effect(generators, bi
     sd = (acme.ci_high.to_numpy()[1] - acme.ci_low.to_numpy()[1]) / (2 * 1.96)
     assert abs(corrected - truth) < 4 * sd, (corrected, truth, sd)
     assert abs(naive - truth) > 4 * sd  # the confounder's bias is real
+
+
+def test_with_two_mediators_rho_couples_the_chosen_mediator_only():
+    # Sequential linear mediators M1 -> M2. Coupling M2 with Y, the arm Y(1, M(0)) gets the
+    # outcome-score shift rho / sqrt(1 - rho^2) * (mu2(0, m1) - mu2(1, m1)) / s2 = -t b2 / s2,
+    # b2 the A coefficient of M2 ~ A + M1 + X: NIE_treated moves by -s_y t b2 / s2, with s_y
+    # the outcome's residual SD (statsmodels). Coupling M1 instead moves it by -s_y t b1 / s1.
+    from dcma_jax.datasets import TWO_MEDIATORS
+
+    frame = TWO_MEDIATORS.observational(0, N)
+    data = dj.MediationData.from_dataframe(
+        frame, treatment="A", mediators=["M1", "M2"], outcome="Y", covariates=["X"]
+    )
+    fitted = dj.fit(data, generators="linear")
+    a, x, m1, m2, y = (frame[c].to_numpy(float) for c in ("A", "X", "M1", "M2", "Y"))
+    fit_m1 = sm.OLS(m1, sm.add_constant(np.c_[a, x])).fit()
+    fit_m2 = sm.OLS(m2, sm.add_constant(np.c_[a, m1, x])).fit()
+    s_y = np.sqrt(sm.OLS(y, sm.add_constant(np.c_[a, m1, m2, x])).fit().scale)
+    t = 0.4 / np.sqrt(1 - 0.4**2)
+    for mediator, fit in (("M2", fit_m2), ("M1", fit_m1)):
+        result = fitted.sensitivity(
+            rho_grid=(0.0, 0.4), mediator=mediator, breakpoints=False, **ROWS
+        )
+        assert result.meta["coupled_mediator"] == mediator
+        _, nie, _ = _rows(result.curve, "NIE_treated")
+        expected = -s_y * t * fit.params[1] / np.sqrt(fit.scale)
+        assert nie[1] - nie[0] == pytest.approx(expected, rel=1e-4), mediator
