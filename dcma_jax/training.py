@@ -22,7 +22,6 @@ import optax
 from dcma_jax.data import MediationData
 from dcma_jax.errors import ArgumentError
 from dcma_jax.generators.base import Generator, apply_batched, init_params
-from dcma_jax.generators.linear import fit_problem, rank_problem
 from dcma_jax.model import Model, float_dtype, node_data
 
 
@@ -263,7 +262,9 @@ def _check_designs(model: Model, data: MediationData, rows: Sequence[tuple[Any, 
     for j, (node, generator, (_, context)) in enumerate(
         zip(model.graph.nodes, model.generators, rows, strict=True)
     ):
-        problem = rank_problem(generator, context, data.weights, _context_columns(model, data, j))
+        problem = generator.fit_problem(
+            None, context, data.weights, _context_columns(model, data, j)
+        )
         if problem is not None:
             raise TrainingError(f"node {node.name!r}: {problem}")
 
@@ -273,14 +274,14 @@ def _check_finite(
 ) -> None:
     """Raises :class:`TrainingError` naming the first node whose point fit diverged.
 
-    A closed form that fails says why (:func:`dcma_jax.generators.linear.fit_problem`).
+    A generator that can say why it failed does (``Generator.fit_problem``).
     """
     for j, (node, generator, info, (x, context)) in enumerate(
         zip(model.graph.nodes, model.generators, infos, rows, strict=True)
     ):
         if bool(np.asarray(info.diverged)):
             columns = _context_columns(model, data, j)
-            problem = fit_problem(generator, x, context, data.weights, columns)
+            problem = generator.fit_problem(x, context, data.weights, columns)
             if problem is not None:
                 raise TrainingError(f"node {node.name!r}: {problem}")
             raise TrainingError(

@@ -83,6 +83,12 @@ class Generator(nn.Module):
       linen): the exact weighted maximum-likelihood fit. When it returns variables, training
       uses it instead of stochastic optimisation. Inputs are batched: ``x`` ``(n, 1)``,
       ``context`` ``(n, c)``, ``weights`` ``(n,)``; it must be jit/vmap-compatible.
+    * ``fit_problem(x, context, weights, columns) -> str | None`` (optional, plain method, run
+      on the host with concrete arrays): why this generator cannot fit these rows, as one line
+      naming the offending context columns (``columns`` holds their ``(role, name)``), or
+      ``None``. Training calls it before the point fit with ``x=None`` (design checks, e.g. a
+      rank-deficient design of a closed form) and again with ``x`` after a point fit diverged
+      (e.g. separation in a GLM), and reports the line as a ``TrainingError``.
 
     Class attributes a subclass sets:
 
@@ -177,6 +183,10 @@ class Generator(nn.Module):
 
     def law(self, context: jax.Array) -> distrax.Distribution | None:
         """The conditional law at one context from distrax's parts; ``None``: the generic one."""
+        return None
+
+    def fit_problem(self, x: Any | None, context: Any, weights: Any, columns: Any) -> str | None:
+        """Why this generator cannot fit these rows (one line), or ``None``; see the contract."""
         return None
 
     def closed_form(self, x: jax.Array, context: jax.Array, weights: jax.Array) -> Any | None:

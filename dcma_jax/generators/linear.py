@@ -147,6 +147,12 @@ class LinearGaussian(Generator):
         loc, scale = self._loc_scale(context)
         return distrax.Normal(loc[0], scale)
 
+    def fit_problem(self, x: Any, context: Any, weights: Any, columns: Columns) -> str | None:
+        """The rank check before a fit (``x is None``), else :func:`fit_problem`'s diagnosis."""
+        if x is None:
+            return rank_problem(self, context, weights, columns)
+        return fit_problem(self, x, context, weights, columns)
+
     def closed_form(self, x: jax.Array, context: jax.Array, weights: jax.Array) -> Any:
         """WLS coefficients and ``sigma`` (above); NaN for a rank-deficient design."""
         design = _design(context)
@@ -343,6 +349,12 @@ class BinaryGLM(Generator):
         quasi = quasi & jnp.all(agrees)
         direction = jnp.where(final.complete, final.coef, final.direction)
         return final._replace(quasi=quasi, direction=direction)
+
+    def fit_problem(self, x: Any, context: Any, weights: Any, columns: Columns) -> str | None:
+        """The rank check before a fit (``x is None``), else :func:`fit_problem`'s diagnosis."""
+        if x is None:
+            return rank_problem(self, context, weights, columns)
+        return fit_problem(self, x, context, weights, columns)
 
     def closed_form(self, x: jax.Array, context: jax.Array, weights: jax.Array) -> Any:
         """The maximum-likelihood estimate by :meth:`fisher_scoring`; NaN unless it is ``ok``."""
