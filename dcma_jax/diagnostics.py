@@ -111,7 +111,9 @@ def node_diagnostics(fitted: FittedMediation, num_samples: int = NUM_SAMPLES) ->
     """
     model, data = fitted.model, fitted.data
     config = fitted.settings.config
-    fit_key = jax.random.split(jax.random.key(fitted.seed), 5)[0]
+    from dcma_jax.fitted import fit_keys  # here: fitted imports this module
+
+    fit_key = fit_keys(fitted.seed)[0]
     keys = node_keys(fit_key, len(model.generators))
     score_key = jax.random.fold_in(fit_key, 7)
     out = {}

@@ -140,6 +140,12 @@ class FittedMediation:
     def bootstrap(self) -> int:
         return self.settings.bootstrap
 
+    @property
+    def kept_replicates(self) -> np.ndarray:
+        """``(B,)`` bools: the replicates the intervals use (those whose fit did not diverge)."""
+        diverged = self.report.replicate_diverged or (False,) * self.bootstrap
+        return ~np.asarray(diverged, bool)
+
     # ---- queries ------------------------------------------------------------------------------
 
     # Queries are the functions of :mod:`dcma_jax.queries`, bound as methods.

@@ -509,7 +509,7 @@ def _replicate_intervals(
         num_draws,
         chunk_size,
     )
-    kept = ~np.asarray(fitted.report.replicate_diverged or [False] * fitted.bootstrap)
+    kept = fitted.kept_replicates
     low, high = percentile_interval(np.asarray(values)[kept], ci_level)
     curves_low, curves_high = percentile_interval(np.asarray(curves)[kept], ci_level)
     return low, high, curves_low, curves_high

@@ -63,6 +63,7 @@ from dcma_jax.estimands import (
 )
 from dcma_jax.functionals import DISTANCE_FUNCTIONALS
 from dcma_jax.generators.base import apply_batched
+from dcma_jax.inference import percentile_interval
 from dcma_jax.model import Model, float_dtype, node_data
 from dcma_jax.simulate import DEFAULT_CHUNK, simulate_packed
 
@@ -428,10 +429,8 @@ def sensitivity(
             ),
             np.float64,
         )
-        kept = ~np.asarray(fitted.report.replicate_diverged or [False] * fitted.bootstrap)
-        tail = 100.0 * (1.0 - ci_level) / 2.0
-        low = np.percentile(boot[kept], tail, axis=0)
-        high = np.percentile(boot[kept], 100.0 - tail, axis=0)
+        kept = fitted.kept_replicates
+        low, high = percentile_interval(boot[kept], ci_level)
 
     r2_m, r2_y = r_squared(fitted, coupled), r_squared(fitted, len(model.generators) - 1)
     grid = np.asarray(rho_grid, np.float64)
