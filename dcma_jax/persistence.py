@@ -430,6 +430,9 @@ def _replicate_infos(fitted: FittedMediation) -> list[tuple[FitInfo, ...]]:
     from dcma_jax.inference import block_ranges
 
     r = fitted.report
+    # The report keeps one divergence flag per replicate (any node): every node's block gets
+    # it, so a fit resumed from these files drops the same replicates.
+    diverged = ~fitted.kept_replicates
     out = []
     for start, stop in block_ranges(fitted.bootstrap, fitted.settings.block_size):
         out.append(
@@ -437,7 +440,7 @@ def _replicate_infos(fitted: FittedMediation) -> list[tuple[FitInfo, ...]]:
                 FitInfo(
                     np.asarray(e[start:stop], np.int32),
                     np.full(stop - start, np.nan),
-                    np.zeros(stop - start, bool),
+                    diverged[start:stop],
                 )
                 for e in r.replicate_epochs
             )
