@@ -81,7 +81,6 @@ def execute(args: argparse.Namespace, out: steps.Out) -> None:
     else:
         data = steps.load_data(args)
         steps.describe_data(args, data, out)
-        seed, args.seed = args.seed, 0 if args.seed is None else args.seed
         auto = args.generator == "auto"
         bar = steps.StageBar(steps.fit_stages(steps.bootstrap_count(args), args.block_size, auto))
         done = False
@@ -90,7 +89,6 @@ def execute(args: argparse.Namespace, out: steps.Out) -> None:
             done = True
         finally:
             bar.close(done)
-        args.seed = seed
     kwargs = steps.effect_kwargs(args, fitted.data)
     kwargs.pop("dose_grid")
     kwargs["bootstrap_draws"] = kwargs["bootstrap_draws"] or args.draws

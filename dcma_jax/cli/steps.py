@@ -195,7 +195,7 @@ def fit_from_args(
         parents=structure,
         config=config,
         bootstrap=bootstrap_count(args),
-        seed=args.seed,
+        seed=0 if args.seed is None else args.seed,  # dcma sensitivity defaults it to None
         block_size=args.block_size,
         checkpoint=checkpoint,
         progress=progress,
