@@ -21,18 +21,90 @@ which crosses zero at ``rho = rt``, the correlation of the residuals of ``M ~ A 
 ``Y ~ A + X`` (tested). A binary outcome enters through its latent threshold: the Bernoulli
 generators draw ``1{u < Phi^-1(p)}``, a probit latent with normal score ``u``.
 
+Binary mediators enter through their latent normal score. Every binary generator draws
+``m = 1{Phi(z) < p(c)}``, i.e. ``m = 1{mu(c) + e > 0}`` with ``e = -z ~ N(0, 1)`` and
+``mu = Phi^-1(p)`` the probit index (the linear predictor of a probit GLM); the copula
+correlates ``e`` with ``eta`` (medsens' sign: a confounder that raises the latent ``M*``
+raises ``Y``). ``e`` is no function of ``m``: among units with ``A = a, X = x, M = m`` it is
+``N(0, 1)`` truncated to ``m``'s interval, with mean ``lambda(m; a, x)`` (the generalised
+residual, ``phi(mu) / Phi(mu)`` for ``m = 1`` and ``-phi(mu) / Phi(-mu)`` for ``m = 0``) and
+variance ``1 - v``, ``v = lambda (lambda + mu)``. So the observed outcome given ``(a, m, x)``
+is a mixture over that latent: for a structural ``Y = mu*(a, m, x) + sigma eta`` its mean is
+``mu* + sigma rho lambda`` and its variance ``sigma^2 (1 - rho^2 v)``, medsens' outcome
+equation with its correction term ``adj = rho lambda``. An arm ``Y(a, M(a'))`` draws ``m``
+with latent ``e'`` (minus the mediator's noise: a draw within ``m``'s interval under ``a'``)
+and ``eta = rho e' + sqrt(1 - rho^2) z``. How ``g*`` follows from ``g_obs`` depends on what
+the outcome fit identified:
+
+* A closed-form outcome (linear-Gaussian) is the weighted least-squares projection of that
+  mean on its design: ``beta_obs = beta* + sigma rho pi``, ``pi`` the projection of
+  ``lambda`` (at the observed rows, under the fitted mediator) on the outcome's context, and
+  its residual variance is ``s^2 = sigma^2 (1 - rho^2 q)``, ``q`` the weighted mean square of
+  the projection. Given ``rho``, ``beta* = beta_obs - sigma rho pi`` and the arm draws
+  ``u = (sqrt(1 - rho^2) z + rho (e' - e_hat)) / sqrt(1 - rho^2 q)``, ``e_hat = c pi`` at the
+  outcome's context (:func:`latent_projection`: the outcome generator's own closed form fitted
+  to ``lambda`` on the outcome's rows and weights, per bootstrap replicate; nothing else is
+  refitted). Then ``NIE(rho) = (gamma_obs - sigma rho pi_m) E[Phi(mu_1) - Phi(mu_0)]`` for
+  both arms and ``NDE(rho) = beta*_a``: medsens' ``d0 = d1 = gamma* mean(Phi(mu_1) -
+  Phi(mu_0))`` and ``z0 = z1 = beta*_T``. The total effect moves by ``-sigma rho (pi_a + pi_m
+  E[Phi(mu_1) - Phi(mu_0)])`` (within 0.7% of it over ``rho`` in [-0.9, 0.9] in the tests,
+  n = 900): under confounding a linear outcome model misses the nonlinear ``sigma rho
+  lambda``, and the structural linear model corrects its total effect too (by zero in
+  expectation when ``A`` is randomised).
+* A flexible outcome (flow, diffusion) fits the mixture itself; its ``g_obs(a, m, x, .)`` is
+  read as Gaussian in ``eta`` given ``m`` (moment-matched): ``u = z + rho / sqrt(1 - rho^2 v)
+  (e' - e_a)``, ``e_a`` the latent at the rank of ``e'`` within ``m``'s interval under the
+  outcome's context (``latent_transport`` in :mod:`dcma_jax.generators.base`) and ``v`` there.
+  Arms with ``a = a'`` are unchanged (``e_a = e'``); a cross-world arm's mean is exact for a
+  structural location model whose observed law is Gaussian given ``(a, m, x)``, approximate
+  otherwise (the mixture's skew).
+
+For a continuous mediator the interval is a point, ``e_hat = e_a = eps_M(m; a, x)`` and ``q =
+v = 1``, and both are the formula above. ``result.meta["latent_reading"]`` says which applies.
+
+Differences from medsens (R ``mediation``, ``R/medsens.R``, probit mediator with linear
+outcome; ported to numpy in ``tests/medsens_reference.py`` and compared in
+``tests/test_sensitivity.py``):
+
+* medsens re-estimates the outcome model at every ``rho`` by iterated FGLS of
+  ``Y - sigma_3 adj`` on the design, passing ``w = 1 - rho^2 lambda (lambda + mu)`` to ``lm``
+  as its weights and taking ``sigma_3`` as ``lm``'s weighted residual SD. ``w`` is the
+  residuals' relative *variance*, used as a precision, so ``sigma_3`` comes out near
+  ``sigma sqrt(mean(w^2))`` instead of ``sigma`` and the correction ``sigma_3 rho lambda`` is
+  too small: on medsens' own model (probit mediator, linear outcome, ``sigma = 1.3``, n =
+  50,000) with true ``rho`` 0.6 / 0.8 the port's ACME at the true ``rho`` is 0.331 / 0.434
+  (``sigma_3`` 1.05 / 0.86) against a structural 0.248, while ``lm`` weights ``1 / w`` (GLS)
+  or dcma's reading give 0.253 / 0.252 (``sigma`` 1.30; posterior SD 0.005;
+  ``test_medsens_weights_shrink_sigma_3``).
+  dcma keeps the fitted, unweighted projection and ``sigma`` from ``s^2 = sigma^2 (1 - rho^2
+  q)``; its curve equals the port with those two changes within Monte Carlo error, and
+  medsens as published at ``rho = 0`` (where ``w = 1``). The GLS-weighted fit differs from it
+  by its efficiency only (n = 900: at most 0.004 for ``|rho| <= 0.6``, 0.02-0.03 at
+  ``+-0.9``). On that test data published medsens' ACME stays positive up to ``rho = 0.9``
+  (its ``err.cr`` is the grid's end), while the reading above crosses zero at 0.724.
+* medsens' point estimate is the mean over ``sims`` parameter draws from their asymptotic
+  normal (quasi-Bayesian) and its band their quantiles; dcma's is the plug-in at the fitted
+  parameters with bootstrap bands. medsens' breakpoint is the grid ``rho`` of smallest
+  ``|ACME|``; dcma's a Newton root between grid points.
+* medsens' R2 of a binary node is its latent ``Var(mu) / (1 + Var(mu))``; dcma uses the same
+  (weighted, over the rows) for binary mediators and outcomes.
+* medsens refuses a logit mediator; dcma reads any binary generator through the probit index
+  of its probabilities.
+
 Scope: continuous mediators (their normal score from ``inverse`` or ``Phi^-1(cdf)``: linear,
-mdn, flow, diffusion); outcome generators whose draw is a map of one normal score (linear,
-flow, diffusion, and the binary models); one coupled mediator (``mediator=``; with several
-mediators the others keep ``rho = 0``). Binary mediators (a latent score drawn within the
-mediator's probability interval) and an mdn outcome (two noises: component and Gaussian) are
-refused with a clear error.
+mdn, flow, diffusion) and binary mediators (any generator of one noise with a ``log_prob``);
+outcome generators whose draw is a map of one normal score (linear, flow, diffusion, and the
+binary models); one coupled mediator (``mediator=``; with several mediators the others keep
+``rho = 0``). Refused with one line: an mdn outcome (two noises: component and Gaussian), and
+a binary mediator with a binary outcome (the outcome fit is then a mixture over the mediator's
+latent that no probit threshold recovers; medsens has no such case either).
 
 Reported for every effect row and every ``rho`` of the grid: the estimate, bootstrap bands from
 the stored replicates (no refit), ``d estimate / d rho`` by ``jax.jvp``, and both of medsens'
 parametrisations: ``R2*_M R2*_Y = rho^2`` (the confounder's share of the residual variances)
 and ``R2~_M R2~_Y = rho^2 (1 - R2_M)(1 - R2_Y)`` (its share of the total variances), with
-``R2 = 1 - E[Var(X | c)] / Var(X)`` of each fitted model (conditional variances from draws).
+``R2 = 1 - E[Var(X | c)] / Var(X)`` of each fitted model (conditional variances from draws;
+the latent R2 above for a binary node).
 Breakpoints, where an estimate or a CI bound crosses zero, are found by a Newton step on the
 autodiff derivative, safeguarded by bisection inside the grid bracket of the sign change.
 """
@@ -62,10 +134,10 @@ from dcma_jax.estimands import (
     effect_values,
 )
 from dcma_jax.functionals import DISTANCE_FUNCTIONALS
-from dcma_jax.generators.base import apply_batched
+from dcma_jax.generators.base import apply_batched, latent_index, latent_moments
 from dcma_jax.inference import percentile_interval
 from dcma_jax.model import Model, float_dtype, node_data
-from dcma_jax.simulate import DEFAULT_CHUNK, simulate_packed
+from dcma_jax.simulate import DEFAULT_CHUNK, LatentProjection, simulate_packed
 
 if TYPE_CHECKING:
     from dcma_jax.fitted import FittedMediation
@@ -120,10 +192,21 @@ def _values_at(
     num_draws: int,
     chunk_size: int,
     coupled: int,
+    projection: LatentProjection | None = None,
 ) -> jax.Array:
     """Every effect row at ``rho`` (original units)."""
     draws = simulate_packed(
-        model, params, key, covariates, weights, arms, num_draws, chunk_size, coupled, rho
+        model,
+        params,
+        key,
+        covariates,
+        weights,
+        arms,
+        num_draws,
+        chunk_size,
+        coupled,
+        rho,
+        projection,
     )
     return effect_values(layout, spec, draws.outcome * scale + center)
 
@@ -147,6 +230,7 @@ def point_curve(
     num_draws,
     chunk_size,
     coupled,
+    projection=None,
 ):
     """``(values, d values / d rho)`` at each ``rho`` of ``rhos``: ``(G, rows)`` each.
 
@@ -169,6 +253,7 @@ def point_curve(
             num_draws=num_draws,
             chunk_size=chunk_size,
             coupled=coupled,
+            projection=projection,
         )
         return jax.jvp(f, (rho,), (jnp.ones_like(rho),))
 
@@ -191,15 +276,16 @@ def replicate_curves(
     num_draws,
     chunk_size,
     coupled,
+    projections=None,
 ):
     """Every replicate's effect rows at each ``rho``: ``(B, G, rows)``.
 
-    ``params``, ``keys`` and ``weights`` carry the replicate axis; each replicate keeps its key
-    across ``rho``.
+    ``params``, ``keys``, ``weights`` and ``projections`` carry the replicate axis; each
+    replicate keeps its key across ``rho``.
     """
 
     def one(args):
-        p, key, w = args
+        p, key, w, projection = args
         return jax.lax.map(
             lambda rho: _values_at(
                 model,
@@ -216,11 +302,12 @@ def replicate_curves(
                 num_draws,
                 chunk_size,
                 coupled,
+                projection,
             ),
             rhos,
         )
 
-    return jax.lax.map(one, (params, keys, weights))
+    return jax.lax.map(one, (params, keys, weights, projections))
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,18 +364,25 @@ def r_squared(fitted: FittedMediation, node: int, num_samples: int = R2_SAMPLES)
     """``1 - E[Var(X | c)] / Var(X)`` of a fitted node, conditional variances from draws.
 
     For a linear-Gaussian node this is ``1 - sigma^2 / Var(X)`` (``sigma^2`` with the degrees of
-    freedom correction of the fit, ``Var(X)`` of the sample), close to the OLS R^2.
+    freedom correction of the fit, ``Var(X)`` of the sample), close to the OLS R^2. A binary
+    node gets medsens' latent R^2, ``Var(mu) / (1 + Var(mu))`` of its probit index
+    ``mu(c) = Phi^-1(P(x = 1 | c))`` over the (weighted) rows: the share of the latent
+    threshold variable's variance the context explains.
     """
     model, data = fitted.model, fitted.data
     x, context = node_data(model, data)[node]
     generator = model.generators[node]
+    w = data.weights / data.weights.sum()
+    if model.graph.nodes[node].kind == "binary":
+        mu = np.asarray(latent_index(generator, fitted.params[node], context), np.float64)
+        spread = np.sum(w * (mu - np.sum(w * mu)) ** 2)
+        return float(spread / (1.0 + spread))
     key = jax.random.fold_in(jax.random.key(fitted.seed), 1000 + node)
     noise = jax.random.normal(key, (num_samples, data.n, generator.noise_dim), x.dtype)
     draws = jax.vmap(lambda z: apply_batched(generator, "sample", fitted.params[node], z, context))(
         noise
     )[..., 0]
     conditional = np.asarray(jnp.var(draws, axis=0, ddof=1))
-    w = data.weights / data.weights.sum()
     values = np.asarray(x[:, 0], np.float64)
     total = np.sum(w * (values - np.sum(w * values)) ** 2)
     return float(1.0 - np.sum(w * conditional) / total)
@@ -308,18 +402,26 @@ def _check(fitted: FittedMediation, rho_grid: Sequence[float], mediator: str | N
         raise SensitivityError(f"mediator {mediator!r} is not one of {names}")
     j = names.index(mediator)
     node, generator = model.graph.mediators[j], model.generators[j]
-    if node.kind != "continuous":
-        raise SensitivityError(
-            f"mediator {mediator!r} is binary: the latent-score model of a binary mediator is "
-            "not implemented yet; sensitivity needs a continuous mediator"
-        )
     cls = type(generator)
-    if not (generator.noise_dim == 1 and cls.implements("inverse")) and not cls.implements("cdf"):
+    outcome = model.generators[-1]
+    if node.kind == "binary":
+        if model.graph.outcome.kind == "binary":
+            raise SensitivityError(
+                f"mediator {mediator!r} and the outcome {model.graph.outcome.name!r} are both "
+                "binary: the outcome's fit is then a mixture over the mediator's latent score "
+                "that no probit threshold recovers; sensitivity takes a binary mediator with a "
+                "continuous outcome (medsens: probit mediator, linear outcome)"
+            )
+        if generator.noise_dim != 1 or not cls.implements("log_prob"):
+            raise SensitivityError(
+                f"{cls.__name__} (binary mediator {mediator!r}) has no latent score: it needs "
+                "one noise and a log_prob"
+            )
+    elif not (generator.noise_dim == 1 and cls.implements("inverse")) and not cls.implements("cdf"):
         raise SensitivityError(
             f"{cls.__name__} (mediator {mediator!r}) has no normal score: it needs an inverse "
             "of one noise or a cdf"
         )
-    outcome = model.generators[-1]
     if outcome.noise_dim != 1:
         raise SensitivityError(
             f"the outcome generator {type(outcome).__name__} draws from {outcome.noise_dim} "
@@ -327,6 +429,51 @@ def _check(fitted: FittedMediation, rho_grid: Sequence[float], mediator: str | N
             "outcome (e.g. generators={'Y': 'flow', ...})"
         )
     return j
+
+
+@functools.partial(jax.jit, static_argnames=("model", "coupled"))
+def latent_projection(
+    model: Model,
+    coupled: int,
+    params: tuple,
+    mediator_rows: tuple[jax.Array, jax.Array],
+    outcome_context: jax.Array,
+    weights: jax.Array,
+) -> LatentProjection:
+    r"""What a closed-form outcome fit absorbed of binary mediator ``coupled``'s latent score.
+
+    ``lambda_i = E[e | m_i, c_i]`` at every observed row
+    (:func:`~dcma_jax.generators.base.latent_moments` under the fitted mediator), fitted by the
+    outcome generator's own closed form on the outcome's context with the outcome fit's
+    weights: for a linear-Gaussian outcome the weighted least-squares projection ``c pi`` of
+    ``lambda``, read back as the fit's draw at zero noise. ``share`` is its weighted mean
+    square ``q``.
+
+    Args:
+      model: the model (static).
+      coupled: the binary mediator's index (static).
+      params: per-node variables.
+      mediator_rows: the mediator's observed ``(x (n, 1), context (n, c))``.
+      outcome_context: ``(n, c_y)`` the outcome's observed context.
+      weights: ``(n,)`` the outcome fit's weights (a replicate's: ``counts * weights``).
+    """
+    x, context = mediator_rows
+    lam, _ = latent_moments(model.generators[coupled], params[coupled], x, context)
+    outcome = model.generators[-1]
+    variables = outcome.closed_form(lam[:, None], outcome_context, weights)
+    zero = jnp.zeros((x.shape[0], outcome.noise_dim), x.dtype)
+    fitted = apply_batched(outcome, "sample", variables, zero, outcome_context)[:, 0]
+    return LatentProjection(variables, jnp.sum(weights * fitted**2) / jnp.sum(weights))
+
+
+def _reads_projection(model: Model, coupled: int) -> bool:
+    """A binary coupled mediator with a closed-form (linear) continuous outcome fit."""
+    outcome = model.generators[-1]
+    return (
+        model.graph.mediators[coupled].kind == "binary"
+        and model.graph.outcome.kind == "continuous"
+        and type(outcome).implements("closed_form")
+    )
 
 
 def sensitivity(
@@ -377,8 +524,8 @@ def sensitivity(
       progress: called with a stage description before each stage.
 
     Raises:
-      SensitivityError: a bad grid, a binary mediator, or a generator without the score it
-        needs.
+      SensitivityError: a bad grid, a binary mediator with a binary outcome, or a generator
+        without the score it needs.
     """
     from dcma_jax import queries
 
@@ -399,11 +546,32 @@ def sensitivity(
     arr = queries.model_arrays(fitted)
     rhos = jnp.asarray(rho_grid, dtype)
     static = dict(num_draws=num_draws, chunk_size=chunk_size, coupled=coupled)
+    replicate_weights = fitted.replicate_counts * arr["weights"] if fitted.bootstrap else None
+    projection = projections = None
+    if _reads_projection(model, coupled):
+        observed = node_data(model, data)
+        project = functools.partial(latent_projection, model, coupled)
+        args = (observed[coupled], observed[-1][1])
+        projection = project(fitted.params, *args, arr["weights"])
+        if fitted.bootstrap:
+            projections = jax.lax.map(
+                lambda pw: project(pw[0], *args, pw[1]),
+                (fitted.replicate_params, replicate_weights),
+            )
 
     notify("sensitivity curve")
     common = (arr["covariates"], arr["weights"], arr["center"], arr["scale"])
     values, slopes = point_curve(
-        model, layout, spec, fitted.params, arms, sim_key, *common, rhos, **static
+        model,
+        layout,
+        spec,
+        fitted.params,
+        arms,
+        sim_key,
+        *common,
+        rhos,
+        **static,
+        projection=projection,
     )
     values, slopes = np.asarray(values, np.float64), np.asarray(slopes, np.float64)
     low = high = None
@@ -411,7 +579,6 @@ def sensitivity(
     if fitted.bootstrap:
         notify(f"sensitivity curves of {fitted.bootstrap} bootstrap replicates")
         keys = jax.random.split(boot_key, fitted.bootstrap)
-        replicate_weights = fitted.replicate_counts * arr["weights"]
         boot = np.asarray(
             replicate_curves(
                 model,
@@ -426,6 +593,7 @@ def sensitivity(
                 arr["scale"],
                 rhos,
                 **b_static,
+                projections=projections,
             ),
             np.float64,
         )
@@ -448,6 +616,7 @@ def sensitivity(
             sim_key,
             common,
             static,
+            projection,
         )
         bounds = {"estimate": (values, point)}
         if fitted.bootstrap:
@@ -463,6 +632,7 @@ def sensitivity(
                 b_static,
                 kept,
                 ci_level,
+                projections,
             )
             bounds["ci_low"] = (low, functools.partial(replicate, lower=True))
             bounds["ci_high"] = (high, functools.partial(replicate, lower=False))
@@ -470,6 +640,7 @@ def sensitivity(
     meta = {
         "model": "Gaussian copula between the mediator's normal score and the outcome's",
         "coupled_mediator": model.graph.mediators[coupled].name,
+        "latent_reading": _latent_reading(model, coupled),
         "rho_grid": grid.tolist(),
         "r2_mediator": r2_m,
         "r2_outcome": r2_y,
@@ -486,6 +657,13 @@ def sensitivity(
         "outcome": data.outcome_name,
     }
     return SensitivityResult(curve, found, meta)
+
+
+def _latent_reading(model: Model, coupled: int) -> str | None:
+    """How a binary mediator's latent score enters (``None`` for a continuous mediator)."""
+    if model.graph.mediators[coupled].kind != "binary":
+        return None
+    return "projection" if _reads_projection(model, coupled) else "rank transport"
 
 
 def _curve_frame(rows, grid, values, slopes, low, high, r2_m, r2_y) -> pd.DataFrame:
@@ -509,7 +687,9 @@ def _curve_frame(rows, grid, values, slopes, low, high, r2_m, r2_y) -> pd.DataFr
     return pd.DataFrame(records, columns=list(CURVE_COLUMNS))
 
 
-def _point_value_and_slope(model, layout, spec, params, arms, key, common, static, rho, row):
+def _point_value_and_slope(
+    model, layout, spec, params, arms, key, common, static, projection, rho, row
+):
     values, slopes = point_curve(
         model,
         layout,
@@ -520,12 +700,26 @@ def _point_value_and_slope(model, layout, spec, params, arms, key, common, stati
         *common,
         jnp.asarray([rho], float_dtype()),
         **static,
+        projection=projection,
     )
     return float(values[0, row]), float(slopes[0, row])
 
 
 def _bound_value_and_slope(
-    model, layout, spec, fitted, arms, keys, arr, static, kept, ci_level, rho, row, lower
+    model,
+    layout,
+    spec,
+    fitted,
+    arms,
+    keys,
+    arr,
+    static,
+    kept,
+    ci_level,
+    projections,
+    rho,
+    row,
+    lower,
 ):
     """A CI bound (percentile over the replicates) at ``rho`` and its ``rho`` derivative."""
     q = (1.0 - ci_level) / 2.0 if lower else 1.0 - (1.0 - ci_level) / 2.0
@@ -545,6 +739,7 @@ def _bound_value_and_slope(
             arr["scale"],
             r[None],
             **static,
+            projections=projections,
         )[:, 0, row]
         return jnp.quantile(boot[jnp.asarray(kept)], q)
 

@@ -40,7 +40,12 @@ import jax.numpy as jnp
 
 from dcma_jax.arms import Arm, Arms
 from dcma_jax.errors import ArgumentError
-from dcma_jax.generators.base import apply_batched, normal_score
+from dcma_jax.generators.base import (
+    apply_batched,
+    latent_moments,
+    latent_transport,
+    normal_score,
+)
 from dcma_jax.model import Model
 
 DEFAULT_CHUNK = 65_536
@@ -58,6 +63,23 @@ class Draws(NamedTuple):
     outcome: jax.Array
     mediators: jax.Array
     rows: jax.Array
+
+
+class LatentProjection(NamedTuple):
+    r"""What a closed-form outcome fit absorbed of a binary mediator's latent score.
+
+    Under the sensitivity model the outcome's conditional mean given ``(a, m, x)`` carries
+    ``sigma rho lambda(m; a, x)`` (:func:`~dcma_jax.generators.base.latent_moments`); a
+    closed-form (linear) outcome fit absorbs its projection on the outcome's context.
+
+    Attributes:
+      variables: the outcome generator's closed-form fit of ``lambda`` on its context (same
+        rows and weights as the outcome's own fit); its draw at zero noise is the projection.
+      share: ``q``, the weighted mean square of the projection over the fitted rows.
+    """
+
+    variables: Any
+    share: jax.Array
 
 
 def _coupling_shift(
@@ -92,6 +114,53 @@ def _coupling_shift(
     return -shift if graph.outcome.kind == "binary" else shift
 
 
+def _binary_coupled_score(
+    model: Model,
+    params: tuple,
+    arm: Arms,
+    chains: jax.Array,
+    mediators: jax.Array,
+    covariates: jax.Array,
+    noise: tuple,
+    z: jax.Array,
+    coupled: int,
+    rho: jax.Array,
+    projection: LatentProjection | None,
+) -> jax.Array:
+    r"""The outcome's normal score when the coupled mediator is binary: ``(n,)``.
+
+    ``e'``, the mediator's latent score in the world it was drawn in, is minus its noise (the
+    draw within its probability interval). With a ``projection`` (a closed-form, linear
+    outcome), ``u = (sqrt(1 - rho^2) z + rho (e' - e_hat)) / sqrt(1 - rho^2 q)``, ``e_hat``
+    the projection at the outcome's context; without one (a flexible outcome),
+    ``u = z + rho / sqrt(1 - rho^2 v) (e' - e_a)``, ``e_a`` the latent at the rank of ``e'``
+    within ``m``'s interval under the outcome's context and ``1 - v`` its variance there. See
+    :mod:`dcma_jax.sensitivity`.
+    """
+    graph, j, k = model.graph, coupled, model.graph.num_mediators
+    generator = model.generators[j]
+    n, dtype = covariates.shape[0], covariates.dtype
+    source = arm.sources[j]
+    codes = jnp.full((n,), arm.mediators[source, j], dtype)
+    drawn = graph.context(j, codes, chains[source], covariates)
+    value = mediators[:, j : j + 1]
+    chain_noise = noise[j][source][:, :1]
+    if projection is not None:
+        e_drawn = -chain_noise[:, 0]
+        treatment = jnp.full((n,), arm.outcome, dtype)
+        context = graph.context(k, treatment, mediators, covariates)
+        zero = jnp.zeros((n, model.generators[k].noise_dim), dtype)
+        e_hat = apply_batched(model.generators[k], "sample", projection.variables, zero, context)
+        scale = 1.0 / jnp.sqrt(1.0 - rho**2 * projection.share)
+        return scale * (jnp.sqrt(1.0 - rho**2) * z + rho * (e_drawn - e_hat[:, 0]))
+    seen = graph.context(j, jnp.full((n,), arm.outcome, dtype), mediators, covariates)
+    # Both scores through the same transport, so they agree to the bit when drawn == seen.
+    e_drawn = latent_transport(generator, params[j], chain_noise, value, drawn, drawn)
+    e_seen = latent_transport(generator, params[j], chain_noise, value, drawn, seen)
+    _, variance = latent_moments(generator, params[j], value, seen)
+    return z + rho / jnp.sqrt(1.0 - rho**2 * (1.0 - variance)) * (e_drawn - e_seen)
+
+
 def _forward(
     model: Model,
     params: tuple,
@@ -101,11 +170,13 @@ def _forward(
     outcome_noise: jax.Array,
     coupled: int | None = None,
     rho: jax.Array | float = 0.0,
+    projection: LatentProjection | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Draws every chain of one arm, then the outcome, for a batch of covariate rows.
 
     With ``coupled`` (a mediator index), the outcome's normal score is shifted by the
-    sensitivity model's :func:`_coupling_shift` at correlation ``rho``.
+    sensitivity model's :func:`_coupling_shift` at correlation ``rho`` (continuous mediator),
+    or replaced by :func:`_binary_coupled_score` (binary mediator).
     """
     graph = model.graph
     k = graph.num_mediators
@@ -125,7 +196,11 @@ def _forward(
 
     chains = jax.vmap(chain)(arm.mediators, noise)  # (C, n, k)
     mediators = chains[arm.sources, :, jnp.arange(k)].T  # (n, k)
-    if coupled is not None:
+    if coupled is not None and graph.mediators[coupled].kind == "binary":
+        args = (mediators, covariates, noise, outcome_noise[:, 0], coupled, rho, projection)
+        score = _binary_coupled_score(model, params, arm, chains, *args)
+        outcome_noise = outcome_noise.at[:, 0].set(score)
+    elif coupled is not None:
         shift = _coupling_shift(model, params, arm, chains, mediators, covariates, coupled, rho)
         outcome_noise = outcome_noise.at[:, 0].add(shift)
     treatment = jnp.full((n,), arm.outcome, dtype)
@@ -144,6 +219,7 @@ def _chunk(
     size: int,
     coupled: int | None = None,
     rho: jax.Array | float = 0.0,
+    projection: LatentProjection | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One chunk of draws for every arm, sharing rows and noise across arms.
 
@@ -154,7 +230,7 @@ def _chunk(
     x = covariates[rows]
     noise, outcome_noise = _noise(model, noise_keys, size, arms.mediators.shape[1], x.dtype)
     outcome, mediators = jax.vmap(
-        lambda arm: _forward(model, params, arm, x, noise, outcome_noise, coupled, rho)
+        lambda arm: _forward(model, params, arm, x, noise, outcome_noise, coupled, rho, projection)
     )(arms)
     return outcome, mediators, rows
 
@@ -214,6 +290,7 @@ def simulate_packed(
     chunk_size: int = DEFAULT_CHUNK,
     coupled: int | None = None,
     rho: jax.Array | float = 0.0,
+    projection: LatentProjection | None = None,
 ) -> Draws:
     """:func:`simulate` on stacked arms: the compiled core (arm codes traced).
 
@@ -224,7 +301,9 @@ def simulate_packed(
 
     ``coupled`` (static) and ``rho`` (traced) turn on the sensitivity model of
     :mod:`dcma_jax.sensitivity`: mediator ``coupled``'s structural noise and the outcome's are
-    correlated ``rho``; ``None`` (the default) is sequential ignorability.
+    correlated ``rho``; ``None`` (the default) is sequential ignorability. ``projection``
+    (a :class:`LatentProjection`) is what a closed-form outcome fit absorbed of a binary
+    coupled mediator's latent score; ``None`` reads the outcome fit as flexible.
     """
     k = model.graph.num_mediators
     if arms.mediators.ndim != 3 or arms.mediators.shape[2] != k:
@@ -240,7 +319,16 @@ def simulate_packed(
     probs = weights / jnp.sum(weights)
     outcome, mediators, rows = jax.lax.map(
         lambda i: _chunk(
-            model, params, jax.random.fold_in(key, i), covariates, probs, arms, size, coupled, rho
+            model,
+            params,
+            jax.random.fold_in(key, i),
+            covariates,
+            probs,
+            arms,
+            size,
+            coupled,
+            rho,
+            projection,
         ),
         jnp.arange(n_chunks),
     )

@@ -1,11 +1,16 @@
-"""Sensitivity analysis against medsens' closed form (Imai, Keele & Yamamoto 2010)."""
+"""Sensitivity analysis against medsens' closed form (Imai, Keele & Yamamoto 2010) and, for a
+binary mediator, a numpy port of medsens' algorithm (tests/medsens_reference.py)."""
 
 import json
 
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
+from medsens_reference import generalised_residual, medsens_binary_mediator, probit
+from scipy.optimize import brentq
+from scipy.stats import norm, truncnorm
 
 import dcma_jax as dj
 from dcma_jax.sensitivity import SensitivityError, newton_root
@@ -149,16 +154,19 @@ def test_unsupported_generators_are_refused(default_data):
     with pytest.raises(SensitivityError, match="MixtureDensityNetwork draws from 2 noises"):
         fitted.sensitivity()
     frame = default_data
-    binary = dj.MediationData.from_dataframe(
-        pd.DataFrame(
-            {"A": frame.treatment, "M": (frame.mediators[:, 0] > 0).astype(int), "Y": frame.outcome}
-        ),
-        treatment="A",
-        mediators=["M"],
-        outcome="Y",
-    )
-    with pytest.raises(SensitivityError, match="mediator 'M' is binary"):
+    columns = {"A": frame.treatment, "M": (frame.mediators[:, 0] > 0).astype(int)}
+    both = pd.DataFrame({**columns, "Y": (frame.outcome > 0).astype(int)})
+    binary = dj.MediationData.from_dataframe(both, treatment="A", mediators=["M"], outcome="Y")
+    with pytest.raises(SensitivityError, match="mediator 'M' and the outcome 'Y' are both binary"):
         dj.fit(binary, generators="linear").sensitivity()
+    # A binary mediator with a continuous outcome is accepted (the latent-score reading).
+    mixed = pd.DataFrame({**columns, "Y": frame.outcome})
+    data = dj.MediationData.from_dataframe(mixed, treatment="A", mediators=["M"], outcome="Y")
+    result = dj.fit(data, generators="linear").sensitivity(
+        rho_grid=(0.0, 0.5), num_draws=1000, breakpoints=False, **ROWS
+    )
+    assert result.meta["latent_reading"] == "projection"
+    assert np.isfinite(result.curve.estimate).all()
 
 
 def test_cli_sensitivity_writes_the_documented_json_and_figures(tmp_path, capsys):
@@ -269,3 +277,225 @@ def test_with_two_mediators_rho_couples_the_chosen_mediator_only():
         _, nie, _ = _rows(result.curve, "NIE_treated")
         expected = -s_y * t * fit.params[1] / np.sqrt(fit.scale)
         assert nie[1] - nie[0] == pytest.approx(expected, rel=1e-4), mediator
+
+
+# --------------------------------------------------------------------------------------------
+# Binary mediators against a numpy port of medsens (probit mediator, linear outcome)
+# --------------------------------------------------------------------------------------------
+
+N_BINARY = 900
+BINARY_GRID = tuple(np.round(np.linspace(-0.9, 0.9, 7), 10))
+BINARY_DRAWS = 100_000
+
+
+def _probit_mediator_scm(n: int, rho: float, seed: int):
+    """Probit mediator and linear outcome whose structural noises are correlated ``rho``."""
+    rng = np.random.default_rng(seed)
+    x, t = rng.normal(size=n), rng.integers(0, 2, n)
+    e_m = rng.normal(size=n)
+    e_y = rho * e_m + np.sqrt(1 - rho**2) * rng.normal(size=n)
+    m = (-0.3 + 0.9 * t + 0.5 * x + e_m > 0).astype(float)
+    y = 0.2 + 0.4 * t + 0.8 * m + 0.3 * x + 1.3 * e_y
+    # Structural ACME = 0.8 E[Phi(0.6 + 0.5 x) - Phi(-0.3 + 0.5 x)], x ~ N(0, 1).
+    truth = 0.8 * (norm.cdf(0.6 / np.sqrt(1.25)) - norm.cdf(-0.3 / np.sqrt(1.25)))
+    return x, t, m, y, truth
+
+
+@pytest.fixture(scope="module")
+def binary_study():
+    x, t, m, y, _ = _probit_mediator_scm(N_BINARY, 0.4, seed=1)
+    frame = pd.DataFrame({"A": t, "M": m, "Y": y, "X": x})
+    data = dj.MediationData.from_dataframe(
+        frame, treatment="A", mediators=["M"], outcome="Y", covariates=["X"]
+    )
+    fitted = dj.fit(data, generators="linear", link="probit", seed=0)
+    result = fitted.sensitivity(
+        rho_grid=BINARY_GRID, num_draws=BINARY_DRAWS, quantiles=(), cdf_points=(), distances=()
+    )
+    port = medsens_binary_mediator(y, m, t, x, np.asarray(BINARY_GRID), sims=None, weights="ols")
+    return (x, t, m, y), fitted, result, port
+
+
+def _mean_rows(result, effect):
+    curve = result.curve
+    rows = curve[(curve.effect == effect) & (curve.functional == "mean")]
+    return rows.estimate.to_numpy()
+
+
+def _acme_mc_se(port, gamma):
+    # With common random numbers a draw's ACME is gamma*(rho) (M(1) - M(0)), M(1) - M(0) a 0/1
+    # indicator with P = mean_i(Phi(mu_1i) - Phi(mu_0i)) over the resampled rows.
+    p = float(port.mean_shift[0])
+    return np.abs(gamma) * np.sqrt(p * (1 - p) / BINARY_DRAWS)
+
+
+def test_binary_mediator_curve_is_the_medsens_port(binary_study):
+    # dcma's latent-score reading against the port's plug-in with the same reading (unweighted
+    # projection, sigma from the fitted residual variance): the direct effect has no Monte Carlo
+    # error (the mediator draws are shared), the indirect effect is gamma*(rho) times the
+    # simulated share of units whose mediator the treatment switches.
+    _, fitted, result, port = binary_study
+    assert result.meta["latent_reading"] == "projection"
+    gamma = port.gamma[:, 0]
+    for effect in ("NIE_treated", "NIE_control"):
+        nie = _mean_rows(result, effect)
+        tolerance = 4 * _acme_mc_se(port, gamma)
+        np.testing.assert_array_less(np.abs(nie - port.acme), tolerance)
+        # The same mediator draws at every rho: the ratios are exact (float32).
+        np.testing.assert_allclose(nie / nie[3], gamma / gamma[3], rtol=2e-4)
+    for effect in ("NDE_treated", "NDE_control"):
+        np.testing.assert_allclose(
+            _mean_rows(result, effect), port.beta_treat[:, 0], rtol=1e-4, atol=2e-5
+        )
+
+
+def test_binary_mediator_breakpoint_is_the_medsens_port_root(binary_study):
+    # The ACME crosses zero where gamma*(rho) = 0, independent of the simulated mediator shift:
+    # dcma's Newton root against the port's root (brentq) to float32 precision; medsens' own
+    # breakpoint, the grid rho (rho.by = 0.1) of smallest |ACME|, is the nearest grid point.
+    data, _, result, _ = binary_study
+    x, t, m, y = data
+
+    def gamma(r):
+        port = medsens_binary_mediator(y, m, t, x, np.array([r]), sims=None, weights="ols")
+        return float(port.gamma[0, 0])
+
+    root = brentq(gamma, 0.0, 0.95, xtol=1e-10)
+    found = result.breakpoints
+    rho = found[(found.effect == "NIE_treated") & (found.bound == "estimate")].rho.to_numpy()
+    assert rho == pytest.approx([root], abs=2e-4)
+    grid = np.round(np.arange(-0.9, 0.91, 0.1), 10)
+    medsens_grid = medsens_binary_mediator(y, m, t, x, grid, sims=None, weights="ols")
+    assert medsens_grid.err_cr == pytest.approx(grid[np.argmin(np.abs(grid - root))])
+
+
+def test_binary_mediator_curve_matches_medsens_simulation(binary_study):
+    # medsens' estimate is the mean of sims = 1000 quasi-Bayesian draws: dcma's plug-in agrees
+    # with it within the two Monte Carlo SEs. medsens as published (lm weights w) agrees at
+    # rho = 0, where w = 1, and not at rho = +-0.6, where its sigma_3 is too small.
+    data, _, result, port = binary_study
+    x, t, m, y = data
+    nie = _mean_rows(result, "NIE_treated")
+    dcma_se = _acme_mc_se(port, port.gamma[:, 0])
+    ours = medsens_binary_mediator(y, m, t, x, np.asarray(BINARY_GRID), weights="ols", seed=5)
+    np.testing.assert_array_less(np.abs(nie - ours.acme), 4 * np.sqrt(dcma_se**2 + ours.mc_se**2))
+    published = medsens_binary_mediator(y, m, t, x, np.array([-0.6, 0.0, 0.6]), seed=6)
+    se = np.sqrt(dcma_se[[2, 3, 4]] ** 2 + published.mc_se**2)
+    gap = np.abs(nie[[2, 3, 4]] - published.acme)
+    assert gap[1] < 4 * se[1]
+    assert (gap[[0, 2]] > 10 * se[[0, 2]]).all()
+
+
+def test_medsens_weights_shrink_sigma_3():
+    # The reference's claim in the sensitivity docstring: on data from medsens' own model,
+    # lm weights w (as published) underestimate sigma_3 and miss the structural ACME at the
+    # true rho, while weights 1 / w (GLS) and dcma's reading recover it. The tolerance is 4
+    # posterior SDs of the draws (the estimate's sampling SE).
+    for rho in (0.6, 0.8):
+        x, t, m, y, truth = _probit_mediator_scm(50_000, rho, seed=11)
+        for weights in ("ols", "inverse", "medsens"):
+            port = medsens_binary_mediator(
+                y, m, t, x, np.array([rho]), sims=40, seed=12, weights=weights
+            )
+            sd = port.draws.std(ddof=1)
+            if weights == "medsens":
+                assert port.acme[0] - truth > 8 * sd, (rho, port.acme, truth)
+                assert port.sigma.mean() < 0.95 * 1.3
+            else:
+                assert abs(port.acme[0] - truth) < 4 * sd, (weights, rho, port.acme, truth)
+                assert port.sigma.mean() == pytest.approx(1.3, abs=0.02)
+
+
+def test_binary_mediator_r_squared_is_the_latent_one(binary_study):
+    _, fitted, result, port = binary_study
+    # medsens: var(X_m b) / (1 + var(X_m b)) with R's n - 1; dcma's weighted variance has n.
+    assert result.meta["r2_mediator"] == pytest.approx(port.r2_m, rel=2 / N_BINARY)
+
+
+def test_latent_moments_and_transport_of_a_binary_generator(binary_study):
+    from dcma_jax.generators.base import latent_index, latent_moments, latent_transport
+    from dcma_jax.model import node_data
+
+    _, fitted, _, _ = binary_study
+    generator, params = fitted.model.generators[0], fitted.params[0]
+    x, context = node_data(fitted.model, fitted.data)[0]
+    mu = np.asarray(latent_index(generator, params, context), np.float64)
+    # A probit GLM's index is its linear predictor.
+    kernel = np.asarray(params["params"]["linear"]["kernel"], np.float64)[:, 0]
+    bias = float(params["params"]["linear"]["bias"][0])
+    np.testing.assert_allclose(mu, np.asarray(context, np.float64) @ kernel + bias, atol=1e-5)
+    mean, var = (np.asarray(v, np.float64) for v in latent_moments(generator, params, x, context))
+    up = np.asarray(x[:, 0]) > 0.5
+    lo, hi = np.where(up, -mu, -np.inf), np.where(up, np.inf, -mu)
+    np.testing.assert_allclose(mean, truncnorm.mean(lo, hi), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(var, truncnorm.var(lo, hi), rtol=1e-3, atol=1e-5)
+    # Transport: noise that drew x under one context, carried to the other treatment arm.
+    rng = np.random.default_rng(0)
+    z = jnp.asarray(rng.normal(size=(len(mu), 1)), context.dtype)
+    p = norm.cdf(mu)
+    drawn_x = jnp.asarray((norm.cdf(np.asarray(z[:, 0])) < p)[:, None], context.dtype)
+    seen = context.at[:, 0].set(1.0 - context[:, 0])
+    same = np.asarray(latent_transport(generator, params, z, drawn_x, context, context))
+    np.testing.assert_allclose(same, -np.asarray(z[:, 0]), atol=1e-4)
+    moved = np.asarray(latent_transport(generator, params, z, drawn_x, context, seen), np.float64)
+    mu_seen = np.asarray(latent_index(generator, params, seen), np.float64)
+    upper = np.asarray(drawn_x[:, 0]) > 0.5
+    assert np.all(np.where(upper, moved > -mu_seen - 1e-5, moved < -mu_seen + 1e-5))
+
+    # The rank within the interval is kept: P(e < e' | interval) is the same in both contexts.
+    def rank(e, m):
+        inside = np.where(upper, norm.cdf(e) - norm.cdf(-m), norm.cdf(e))
+        return inside / np.where(upper, norm.cdf(m), norm.cdf(-m))
+
+    np.testing.assert_allclose(rank(moved, mu_seen), rank(same, mu), atol=1e-4)
+
+
+def test_flexible_reading_of_a_binary_mediator(binary_study, monkeypatch):
+    # The reading a flow or diffusion outcome gets (rank transport, local variance), applied
+    # to the linear outcome: y = mu_obs + s (z + rho / sqrt(1 - rho^2 v) (e' - e_a)), so
+    # NIE_treated = gamma_obs E[M(1) - M(0)] - s rho E[sum_m P(m | 0, x) (lambda(m; 0, x)
+    # - lambda(m; 1, x)) / sqrt(1 - rho^2 v(m; 1, x))], by numpy over the rows (exact) and
+    # the Monte Carlo SE of dcma's draws from a numpy simulation of the same arms.
+    import dcma_jax.sensitivity as sens
+
+    data, fitted, _, port = binary_study
+    x, t, m, y = data
+    monkeypatch.setattr(sens, "_reads_projection", lambda model, coupled: False)
+    grid = (0.0, 0.5)
+    result = fitted.sensitivity(rho_grid=grid, num_draws=BINARY_DRAWS, breakpoints=False, **ROWS)
+    assert result.meta["latent_reading"] == "rank transport"
+    nie = _mean_rows(result, "NIE_treated")
+    factual = result.curve[(result.curve.effect == "TE") & (result.curve.functional == "mean")]
+    assert factual.estimate.iloc[0] == factual.estimate.iloc[1]  # a = a' arms do not move
+    b, _ = probit(m, np.column_stack([np.ones_like(x), t, x]))
+    mu0, mu1 = b[0] + b[2] * x, b[0] + b[1] + b[2] * x
+    ols = sm.OLS(y, np.column_stack([np.ones_like(x), t, m, x])).fit()
+    s, g = np.sqrt(ols.scale), ols.params[2]
+    shift = norm.cdf(mu1) - norm.cdf(mu0)
+    expected, draw_sd = [], []
+    rng = np.random.default_rng(3)
+    rows = rng.integers(0, len(x), 400_000)
+    e = rng.normal(size=rows.size)
+    for rho in grid:
+        total = 0.0
+        for value, p0 in ((1.0, norm.cdf(mu0)), (0.0, norm.cdf(-mu0))):
+            lam0 = generalised_residual(value, mu0)
+            lam1 = generalised_residual(value, mu1)
+            v1 = lam1 * (lam1 + mu1)
+            total = total + p0 * (lam0 - lam1) / np.sqrt(1 - rho**2 * v1)
+        expected.append(g * shift.mean() - s * rho * total.mean())
+        # Per-draw difference Y(1, M(1)) - Y(1, M(0)) for its SD (z cancels).
+        a1, a0 = mu1[rows], mu0[rows]
+        m1, m0 = (e > -a1).astype(float), (e > -a0).astype(float)
+        above = (norm.cdf(e) - norm.cdf(-a0)) / norm.cdf(a0)
+        rank = np.where(m0 > 0, above, norm.cdf(e) / norm.cdf(-a0))
+        e_a = np.where(
+            m0 > 0,
+            norm.ppf(norm.cdf(-a1) + rank * norm.cdf(a1)),
+            norm.ppf(rank * norm.cdf(-a1)),
+        )
+        lam1 = generalised_residual(m0, a1)
+        k = rho / np.sqrt(1 - rho**2 * lam1 * (lam1 + a1))
+        draw_sd.append(np.std(g * (m1 - m0) - s * k * (e - e_a)))
+    tolerance = 4 * np.asarray(draw_sd) / np.sqrt(BINARY_DRAWS)
+    np.testing.assert_array_less(np.abs(nie - np.asarray(expected)), tolerance)

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax.core import FrozenDict
-from jax.scipy.special import ndtr, ndtri
+from jax.scipy.special import log_ndtr, ndtr, ndtri
 
 if TYPE_CHECKING:
     import distrax
@@ -64,6 +64,9 @@ class Generator(nn.Module):
       normal; ``context`` has shape ``(context_dim,)``; ``x`` has shape ``(1,)``. Must be a
       deterministic function of ``(params, noise, context)``, so that common random numbers
       and ``jax.grad`` work. A generator needing uniforms uses ``jax.scipy.special.ndtr(noise)``.
+      A binary node thresholds one noise, ``x = 1{Phi(noise[0]) < P(x = 1 | c)}`` with ``P``
+      from ``log_prob``, as the built-in ones do: the sensitivity analysis reads ``-noise[0]``
+      as the node's latent normal score (:func:`latent_moments`).
     * ``loss(x, context) -> scalar``: the per-example training loss. Defaults to
       ``-log_prob(x, context)``; generators without a density (diffusion) override it.
     * ``log_prob(x, context) -> scalar`` (optional): log-density (or log-mass for binary nodes).
@@ -312,6 +315,98 @@ def normal_score(module: Generator, variables: Any, x: jax.Array, context: jax.A
         u = apply_batched(module, "cdf", variables, x, context).reshape(-1)
         return ndtri(jnp.clip(u, 1e-7, 1.0 - 1e-7))
     raise NotImplementedError(f"{cls.__name__} has no normal score (no inverse and no cdf)")
+
+
+def binary_log_probs(
+    module: Generator, variables: Any, context: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """``(log P(x = 1 | c), log P(x = 0 | c))`` of a binary node from its ``log_prob``: ``(n,)``."""
+    ones = jnp.ones((context.shape[0], 1), context.dtype)
+    log_p1 = apply_batched(module, "log_prob", variables, ones, context)
+    log_p0 = apply_batched(module, "log_prob", variables, 1.0 - ones, context)
+    return log_p1, log_p0
+
+
+def _ndtri_of_log(log_p: jax.Array) -> jax.Array:
+    tiny = jnp.finfo(log_p.dtype).tiny
+    return ndtri(jnp.clip(jnp.exp(log_p), tiny, 1.0))
+
+
+def latent_index(module: Generator, variables: Any, context: jax.Array) -> jax.Array:
+    r"""The probit index ``mu(c) = Phi^-1(P(x = 1 | c))`` of a binary node: ``(n,)``.
+
+    A binary generator draws ``x = 1{Phi(z) < P(x = 1 | c)}``; with the latent normal score
+    ``e = -z`` that is the threshold model ``x = 1{mu(c) + e > 0}``, ``e ~ N(0, 1)`` (for a
+    probit GLM ``mu`` is its linear predictor; for a logit link or a network it is the probit
+    index of the same probabilities). ``Phi^-1`` is taken of the smaller of ``P(x = 1)`` and
+    ``P(x = 0)``, which float32 holds to full relative precision.
+    """
+    log_p1, log_p0 = binary_log_probs(module, variables, context)
+    return jnp.where(log_p1 < log_p0, _ndtri_of_log(log_p1), -_ndtri_of_log(log_p0))
+
+
+def latent_moments(
+    module: Generator, variables: Any, x: jax.Array, context: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    r"""Mean and variance of a binary node's latent normal score given its value: ``(n,)`` each.
+
+    With ``x = 1{mu(c) + e > 0}`` (:func:`latent_index`), given ``x`` the score ``e`` is
+    ``N(0, 1)`` truncated to ``(-mu, inf)`` (``x = 1``) or ``(-inf, -mu)`` (``x = 0``):
+
+    .. math::
+
+        \lambda = E[e \mid x, c] = x \frac{\phi(\mu)}{\Phi(\mu)}
+                 - (1 - x) \frac{\phi(\mu)}{\Phi(-\mu)},
+        \qquad \mathrm{Var}(e \mid x, c) = 1 - \lambda (\lambda + \mu),
+
+    the generalised residual of the probit model (the inverse Mills ratio medsens corrects the
+    outcome model with) and the truncated normal's variance, computed in log space.
+
+    Args:
+      module: a binary generator (with ``log_prob``).
+      variables: its variables.
+      x: ``(n, 1)`` 0/1 values.
+      context: ``(n, context_dim)``.
+    """
+    mu = latent_index(module, variables, context)
+    log_phi = -0.5 * mu**2 - 0.5 * jnp.log(2.0 * jnp.pi)
+    upper = jnp.exp(log_phi - log_ndtr(mu))
+    lower = -jnp.exp(log_phi - log_ndtr(-mu))
+    lam = jnp.where(x[:, 0] > 0.5, upper, lower)
+    return lam, jnp.clip(1.0 - lam * (lam + mu), 0.0, 1.0)
+
+
+def latent_transport(
+    module: Generator,
+    variables: Any,
+    noise: jax.Array,
+    x: jax.Array,
+    drawn: jax.Array,
+    seen: jax.Array,
+) -> jax.Array:
+    r"""The latent score at the same rank within ``x``'s interval under another context: ``(n,)``.
+
+    ``x = 1{Phi(z) < p}`` was drawn from noise ``z`` under context ``drawn`` (``p = P(x = 1 |
+    drawn)``), so ``U = Phi(z)`` is uniform on ``(0, p)`` given ``x = 1`` and on ``(p, 1)``
+    given ``x = 0``. The uniform at the same relative position under ``seen`` (``p'``) is
+    ``U p' / p`` (``x = 1``) or ``1 - (1 - U) (1 - p') / (1 - p)`` (``x = 0``); the result is
+    its latent score ``-Phi^-1(U')``: a draw of ``e`` truncated to ``x``'s interval under
+    ``seen``, equal to ``-z`` when the two contexts agree. Computed in log space.
+
+    Args:
+      module: a binary generator (with ``log_prob``).
+      variables: its variables.
+      noise: ``(n, 1)`` the noise ``x`` was drawn from.
+      x: ``(n, 1)`` the drawn 0/1 values.
+      drawn: ``(n, context_dim)`` the context ``x`` was drawn in.
+      seen: ``(n, context_dim)`` the context to carry the score to.
+    """
+    z = noise[:, 0]
+    d1, d0 = binary_log_probs(module, variables, drawn)
+    s1, s0 = binary_log_probs(module, variables, seen)
+    up = _ndtri_of_log(log_ndtr(z) + s1 - d1)
+    down = -_ndtri_of_log(log_ndtr(-z) + s0 - d0)
+    return -jnp.where(x[:, 0] > 0.5, up, down)
 
 
 def init_params(module: Generator, key: jax.Array, context_dim: int) -> Any:
