@@ -1,4 +1,7 @@
-r"""A numpy/scipy port of R mediation's ``medsens`` for a probit mediator and a linear outcome.
+r"""A numpy/scipy port of R mediation's ``medsens`` for its two probit cases.
+
+:func:`medsens_binary_mediator` is medsens' probit mediator with a linear outcome (described
+below); :func:`medsens_binary_outcome` its linear mediator with a probit outcome.
 
 Not R (it is not installed here): a re-implementation, written from the algorithm of
 ``medsens`` (R package ``mediation``, ``R/medsens.R``, the case "continuous outcome + binary
@@ -224,4 +227,109 @@ def medsens_binary_mediator(
         err_cr=float(rho[np.argmin(np.abs(acme_mean))]),
         r2_m=float(spread / (1 + spread)),
         r2_y=float(r2_y),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class MedsensBinaryOutcome:
+    """``medsens`` output for a linear mediator with a probit outcome.
+
+    Attributes:
+      rho: the grid.
+      d0, d1: ACME(control), ACME(treated) at each ``rho`` (means over draws, or the plug-in).
+      tau: the total effect at each ``rho`` (it does not move).
+      rho12: ``(sims,)`` the identified correlation of the mediator's and the reduced-form
+        outcome's errors; medsens reports its mean as the breakpoint ``err.cr``.
+      draws_d0, draws_d1: ``(G, sims)`` the draws' ACMEs.
+    """
+
+    rho: np.ndarray
+    d0: np.ndarray
+    d1: np.ndarray
+    tau: np.ndarray
+    rho12: np.ndarray
+    draws_d0: np.ndarray
+    draws_d1: np.ndarray
+
+    @property
+    def err_cr(self) -> float:
+        return float(np.mean(self.rho12))
+
+
+def medsens_binary_outcome(
+    y: np.ndarray,
+    m: np.ndarray,
+    treat: np.ndarray,
+    covariates: np.ndarray,
+    rho: np.ndarray,
+    *,
+    sims: int | None = 1000,
+    seed: int = 0,
+    rho12: str = "medsens",
+) -> MedsensBinaryOutcome:
+    r"""``medsens`` for ``M ~ lm(1, T, X)`` and ``Y ~ probit(1, T, M, X)`` (no interaction).
+
+    medsens' case "binary outcome + continuous mediator", the procedure of Imai, Keele &
+    Tingley (2010): draws of the mediator coefficients (normal), of ``sigma_2`` (``sigma_2^2``
+    scaled-inverse-chi-square with the lm's degrees of freedom) and of the probit coefficients
+    (normal); ``rho12`` from the probit's mediator coefficient ``gamma~``; the reduced-form
+    index coefficients of ``Y*`` on ``(1, T, X)``, ``theta = beta_obs sqrt(1 - rho12^2) +
+    b rho12 / sigma_2``; then at each ``rho`` ``gamma = (-rho + rho12 sqrt((1 - rho^2) /
+    (1 - rho12^2))) / sigma_2``, ``sigma_1* = sqrt(gamma^2 sigma_2^2 + 2 gamma rho sigma_2 +
+    1)``, ``d0 = mean(Phi(x_0 theta + gamma beta_2 / sigma_1*) - Phi(x_0 theta))`` and ``d1 =
+    mean(Phi(x_1 theta) - Phi(x_1 theta - gamma beta_2 / sigma_1*))``.
+
+    ``rho12="medsens"`` computes ``rho12`` as the published code does,
+    ``sigma_2 gamma~ / (1 + sqrt(sigma_2^2 gamma~^2))``; ``"intended"`` as the model implies,
+    ``sigma_2 gamma~ / sqrt(1 + sigma_2^2 gamma~^2)`` (the probit of ``Y`` given ``M`` has
+    ``gamma~ = rho12 / (sigma_2 sqrt(1 - rho12^2))``). The two agree to first order in
+    ``sigma_2 gamma~``.
+    """
+    if rho12 not in ("medsens", "intended"):
+        raise ValueError("rho12 must be 'medsens' or 'intended'")
+    n = len(y)
+    x = np.asarray(covariates, np.float64).reshape(n, -1)
+    ones = np.ones(n)
+    design_m = np.column_stack([ones, treat, x])
+    lm = sm.OLS(m, design_m).fit()
+    glm = sm.GLM(
+        y,
+        np.column_stack([ones, treat, m, x]),
+        family=sm.families.Binomial(link=sm.families.links.Probit()),
+    ).fit()
+    b, vb, sigma_2 = np.asarray(lm.params), np.asarray(lm.cov_params()), np.sqrt(lm.scale)
+    c, vc = np.asarray(glm.params), np.asarray(glm.cov_params())
+    if sims is None:
+        b_sim, c_sim, s_sim = b[None], c[None], np.array([sigma_2])
+    else:
+        rng = np.random.default_rng(seed)
+        b_sim = rng.multivariate_normal(b, vb, size=sims)
+        shape, invscale = lm.df_resid / 2, lm.df_resid / 2 * sigma_2**2
+        s_sim = np.sqrt(1.0 / rng.gamma(shape, 1.0 / invscale, size=sims))
+        c_sim = rng.multivariate_normal(c, vc, size=sims)
+    g_tilde = c_sim[:, 2]
+    t_s = s_sim * g_tilde
+    r12 = t_s / (1 + np.sqrt(t_s**2)) if rho12 == "medsens" else t_s / np.sqrt(1 + t_s**2)
+    keep = np.r_[0, 1, 3 : c_sim.shape[1]]  # (1, T, X): the probit's columns less M
+    theta = c_sim[:, keep] * np.sqrt(1 - r12**2)[:, None] + b_sim * (r12 / s_sim)[:, None]
+    index0 = theta @ np.column_stack([ones, 0 * ones, x]).T  # (S, n)
+    index1 = theta @ np.column_stack([ones, ones, x]).T
+    beta_2 = b_sim[:, 1]
+    d0, d1, tau = [], [], []
+    for r in np.asarray(rho, np.float64):
+        gamma = (-r + r12 * np.sqrt((1 - r**2) / (1 - r12**2))) / s_sim
+        sigma_1 = np.sqrt(gamma**2 * s_sim**2 + 2 * gamma * r * s_sim + 1)
+        step = (gamma * beta_2 / sigma_1)[:, None]
+        d0.append(np.mean(ndtr(index0 + step) - ndtr(index0), axis=1))
+        d1.append(np.mean(ndtr(index1) - ndtr(index1 - step), axis=1))
+        tau.append(np.mean(ndtr(index1) - ndtr(index0), axis=1))
+    draws_d0, draws_d1 = np.asarray(d0), np.asarray(d1)
+    return MedsensBinaryOutcome(
+        rho=np.asarray(rho, np.float64),
+        d0=draws_d0.mean(axis=1),
+        d1=draws_d1.mean(axis=1),
+        tau=np.asarray(tau).mean(axis=1),
+        rho12=r12,
+        draws_d0=draws_d0,
+        draws_d1=draws_d1,
     )

@@ -8,7 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
-from medsens_reference import generalised_residual, medsens_binary_mediator, probit
+from medsens_reference import (
+    generalised_residual,
+    medsens_binary_mediator,
+    medsens_binary_outcome,
+    probit,
+)
 from scipy.optimize import brentq
 from scipy.stats import norm, truncnorm
 
@@ -499,3 +504,34 @@ def test_flexible_reading_of_a_binary_mediator(binary_study, monkeypatch):
         draw_sd.append(np.std(g * (m1 - m0) - s * k * (e - e_a)))
     tolerance = 4 * np.asarray(draw_sd) / np.sqrt(BINARY_DRAWS)
     np.testing.assert_array_less(np.abs(nie - np.asarray(expected)), tolerance)
+
+
+def test_probit_outcome_curve_is_the_medsens_port():
+    # medsens' other non-linear case, a linear mediator with a probit outcome, against the
+    # port's plug-in with rho12 as the model implies: d0 = NIE_control and d1 = NIE_treated
+    # within 4 Monte Carlo SEs (with common random numbers a draw's indirect effect is a 0/1
+    # indicator of probability |ACME|), and the breakpoint is rho12 (medsens' err.cr). The
+    # published code's rho12, sigma_2 gamma~ / (1 + sqrt(sigma_2^2 gamma~^2)), breaks earlier.
+    rng = np.random.default_rng(4)
+    x, t = rng.normal(size=N_BINARY), rng.integers(0, 2, N_BINARY)
+    m = 0.8 * t + 0.4 * x + rng.normal(size=N_BINARY)
+    y = (0.5 * t + 0.7 * m + 0.2 * x + rng.normal(size=N_BINARY) > 0.3).astype(float)
+    frame = pd.DataFrame({"A": t, "M": m, "Y": y, "X": x})
+    data = dj.MediationData.from_dataframe(
+        frame, treatment="A", mediators=["M"], outcome="Y", covariates=["X"]
+    )
+    fitted = dj.fit(data, generators="linear", link="probit", seed=0)
+    result = fitted.sensitivity(
+        rho_grid=BINARY_GRID, num_draws=BINARY_DRAWS, quantiles=(), cdf_points=(), distances=()
+    )
+    grid = np.asarray(BINARY_GRID)
+    port = medsens_binary_outcome(y, m, t, x, grid, sims=None, rho12="intended")
+    for effect, acme in (("NIE_control", port.d0), ("NIE_treated", port.d1)):
+        p = np.abs(acme)
+        tolerance = 4 * np.sqrt(p * (1 - p) / BINARY_DRAWS)
+        np.testing.assert_array_less(np.abs(_mean_rows(result, effect) - acme), tolerance)
+    found = result.breakpoints
+    rho = found[(found.effect == "NIE_control") & (found.bound == "estimate")].rho.to_numpy()
+    assert rho == pytest.approx([port.err_cr], abs=2e-4)
+    published = medsens_binary_outcome(y, m, t, x, grid, sims=None)
+    assert published.err_cr < port.err_cr - 0.05
