@@ -127,6 +127,8 @@ def _optimise(
     train_rows, val_rows = split_rows(key, n, config)
     x_val, c_val, w_val = x[val_rows], context[val_rows], weights[val_rows]
     params = init_params(module, init_key, context.shape[1])
+    train_weights = jnp.zeros_like(weights).at[train_rows].set(weights[train_rows])
+    params = module.warm_start(params, x, context, train_weights)
     loss_and_grad = jax.value_and_grad(functools.partial(_mean_loss, module))
 
     def minibatch_step(carry, rows):
@@ -164,12 +166,15 @@ def _optimise(
             & ~state.diverged
         )
 
+    start_val = _mean_loss(module, params, x_val, c_val, w_val)
     init = _LoopState(
         epoch=jnp.zeros((), jnp.int32),
         params=params,
         opt_state=optimiser.init(params),
         best_params=params,
-        best_val=jnp.asarray(jnp.inf, x.dtype),
+        # The starting point (the warm start) is a candidate too: where the network cannot
+        # beat the generator's linear start on held-out rows, the fit keeps the start.
+        best_val=jnp.where(jnp.isfinite(start_val), start_val, jnp.inf),
         bad_epochs=jnp.zeros((), jnp.int32),
         diverged=jnp.zeros((), bool),
     )

@@ -51,7 +51,7 @@ from dcma_jax.generators.flow import (
     spline_knots,
     spline_param_count,
 )
-from dcma_jax.generators.networks import MLP
+from dcma_jax.generators.networks import MLP, with_logistic_baseline
 
 CONTEXT_DIM = 3
 
@@ -464,7 +464,7 @@ def test_untrained_flow_is_standard_normal():
 def test_flow_per_layer_conditioners_match_contract():
     flow = SplineFlow(shared_conditioner=False, num_layers=3, hidden=(8,))
     variables = _variables(flow)
-    assert set(variables["params"]) == {f"conditioner_{i}" for i in range(3)}
+    assert set(variables["params"]) == {"baseline", *(f"conditioner_{i}" for i in range(3))}
     noise, context = _inputs(flow, 32)
     x = _apply(flow, "sample", variables, noise, context)
     np.testing.assert_allclose(_apply(flow, "inverse", variables, x, context), noise, atol=1e-4)
@@ -669,3 +669,56 @@ def test_fit_generator_replicates_vmaps_bootstrap(module):
     one = jax.tree.map(lambda leaf: leaf[1], variables)
     noise = jax.random.normal(jax.random.key(2), (8, 1))
     assert np.all(np.isfinite(_apply(module, "sample", one, noise, context[:8])))
+
+
+def _linear_rows(n: int = 400, seed: int = 3):
+    """Rows of ``x = 0.4 + c' (0.5, -1, 0.2) + 0.7 z`` with some weights 0 (validation rows)."""
+    rng = np.random.default_rng(seed)
+    context = rng.standard_normal((n, CONTEXT_DIM))
+    x = 0.4 + context @ np.array([0.5, -1.0, 0.2]) + 0.7 * rng.standard_normal(n)
+    weights = rng.uniform(0.5, 2.0, n) * (rng.uniform(size=n) > 0.2)
+    return (
+        jnp.asarray(x[:, None], jnp.float32),
+        jnp.asarray(context, jnp.float32),
+        jnp.asarray(weights, jnp.float32),
+    )
+
+
+def test_warm_started_flow_is_the_weighted_least_squares_fit():
+    """A fresh flow's splines and affine maps are identities, so after ``warm_start`` its law
+    is exactly ``N(b + c' beta, sigma^2)`` of the weighted least-squares fit (numpy's, on the
+    rows of positive weight; sigma^2 the weighted mean squared residual)."""
+    flow = SplineFlow(num_layers=2, hidden=(8,))
+    x, context, weights = _linear_rows()
+    variables = flow.warm_start(
+        init_params(flow, jax.random.key(0), CONTEXT_DIM), x, context, weights
+    )
+    w = np.asarray(weights, np.float64)
+    design = np.column_stack([np.ones(len(w)), np.asarray(context, np.float64)])
+    root = np.sqrt(w)[:, None]
+    beta = np.linalg.lstsq(root * design, root[:, 0] * np.asarray(x[:, 0], np.float64))[0]
+    residual = np.asarray(x[:, 0], np.float64) - design @ beta
+    sigma = math.sqrt(np.sum(w * residual**2) / np.sum(w))
+    expected = scipy.stats.norm.logpdf(np.asarray(x[:, 0]), design @ beta, sigma)
+    np.testing.assert_allclose(_apply(flow, "log_prob", variables, x, context), expected, atol=2e-4)
+
+
+def test_logistic_baseline_matches_statsmodels_logit():
+    """``with_logistic_baseline`` with a negligible ridge is the weighted logistic MLE."""
+    sm = pytest.importorskip("statsmodels.api")
+    rng = np.random.default_rng(5)
+    context = rng.standard_normal((600, CONTEXT_DIM))
+    logit = -0.3 + context @ np.array([0.8, -0.5, 0.3])
+    y = (rng.uniform(size=600) < 1.0 / (1.0 + np.exp(-logit))).astype(float)
+    module = BernoulliMLP(hidden=(4,))
+    variables = init_params(module, jax.random.key(0), CONTEXT_DIM)
+    fitted = with_logistic_baseline(
+        variables,
+        jnp.asarray(y[:, None], jnp.float32),
+        jnp.asarray(context, jnp.float32),
+        jnp.ones(600, jnp.float32),
+        ridge=1e-9,
+    )["params"]["baseline"]
+    reference = sm.Logit(y, sm.add_constant(context)).fit(disp=0).params
+    estimate = np.concatenate([np.asarray(fitted["bias"]), np.asarray(fitted["kernel"][:, 0])])
+    np.testing.assert_allclose(estimate, reference, atol=1e-4)

@@ -92,6 +92,12 @@ class Generator(nn.Module):
       ``None``. Training calls it before the point fit with ``x=None`` (design checks, e.g. a
       rank-deficient design of a closed form) and again with ``x`` after a point fit diverged
       (e.g. separation in a GLM), and reports the line as a ``TrainingError``.
+    * ``warm_start(variables, x, context, weights) -> variables`` (optional, plain method,
+      traced): the variables optimisation starts from, given the training rows (validation
+      rows have weight 0). The built-in neural generators start from the weighted
+      least-squares linear-Gaussian fit (:class:`~dcma_jax.generators.networks.LinearBaseline`),
+      so that early stopping shrinks them towards that fit rather than towards no dependence
+      on the context.
 
     Class attributes a subclass sets:
 
@@ -195,6 +201,18 @@ class Generator(nn.Module):
     def closed_form(self, x: jax.Array, context: jax.Array, weights: jax.Array) -> Any | None:
         """Exact weighted fit returning linen variables, or ``None`` to train by optimisation."""
         return None
+
+    @nn.nowrap
+    def warm_start(
+        self, variables: Any, x: jax.Array, context: jax.Array, weights: jax.Array
+    ) -> Any:
+        """Variables to start optimising from, given the training rows; default: unchanged.
+
+        Called by the training loop after ``init`` with ``(n, 1)`` values, ``(n, c)`` contexts
+        and ``(n,)`` weights that are 0 on validation rows (so the start never sees them).
+        Pure and traceable: it runs under ``jit`` and under the bootstrap's ``vmap``.
+        """
+        return variables
 
     @nn.nowrap
     def distribution(self, variables: Any, context: jax.Array) -> distrax.Distribution:

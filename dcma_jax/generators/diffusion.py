@@ -7,7 +7,10 @@ Forward (noising) process on the trigonometric variance-preserving schedule:
     x_t = \alpha_t x_0 + \sigma_t \varepsilon, \qquad
     \alpha_t = \cos(\pi t / 2),\ \sigma_t = \sin(\pi t / 2),\ t \in [0, 1],
 
-so ``x_1 = eps`` is exactly the ``N(0, 1)`` base noise (data are standardised). A context MLP
+so ``x_1 = eps`` is exactly the ``N(0, 1)`` base noise. What is diffused is the standardised
+residual ``(x - mu(c)) / sigma`` of a linear baseline fitted by least squares before training
+(:class:`~dcma_jax.generators.networks.LinearBaseline`, fixed during training), so that an
+under-trained network still carries the linear dependence on the context. A context MLP
 predicts the velocity ``v = alpha_t eps - sigma_t x_0`` from ``(x_t, t, c)`` (Salimans & Ho,
 2022); it is a reparametrised noise prediction, ``eps_hat = sigma_t x_t + alpha_t v_hat`` and
 ``x0_hat = alpha_t x_t - sigma_t v_hat``, and unlike ``eps`` it stays well conditioned at both
@@ -52,13 +55,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from dcma_jax.generators.base import Generator
-from dcma_jax.generators.networks import MLP
+from dcma_jax.generators.networks import MLP, LinearBaseline, with_least_squares_baseline
 
 RNG_STREAM = "diffusion"
 
@@ -116,6 +120,19 @@ class Diffusion(Generator):
         if self.num_steps < 1 or self.num_levels < 1 or self.inverse_iterations < 0:
             raise ValueError("need num_steps >= 1, num_levels >= 1, inverse_iterations >= 0")
         self.net = MLP(tuple(self.hidden), 1)
+        self.baseline = LinearBaseline()
+
+    @nn.nowrap
+    def warm_start(
+        self, variables: Any, x: jax.Array, context: jax.Array, weights: jax.Array
+    ) -> Any:
+        """Diffuses the residual of the least-squares linear-Gaussian fit."""
+        return with_least_squares_baseline(variables, x, context, weights)
+
+    def _standardise(self, x: jax.Array, context: jax.Array) -> jax.Array:
+        """The baseline's standardised residual ``(x - mu(c)) / sigma``, which is diffused."""
+        mu, log_sigma = self.baseline(context)
+        return (x - mu) * jnp.exp(-log_sigma)
 
     def velocity(self, x_t: jax.Array, t: jax.Array, context: jax.Array) -> jax.Array:
         """Predicted velocity ``v_hat(x_t, t, c)`` for scalar ``x_t`` and ``t``; a scalar."""
@@ -133,6 +150,9 @@ class Diffusion(Generator):
     def loss(self, x: jax.Array, context: jax.Array) -> jax.Array:
         """Denoising score matching ``mean_j |v_hat(x_{t_j}, t_j) - v_j|^2``, stratified times."""
         time_key, noise_key = jax.random.split(self._key(x, context))
+        # The baseline stays at its warm start: denoising is not a likelihood, and would be
+        # minimised by inflating sigma until the residual vanishes.
+        x = jax.lax.stop_gradient(self._standardise(x, context))
         m = self.num_levels
         u = jax.random.uniform(time_key, (m,), x.dtype)
         t = (jnp.arange(m, dtype=x.dtype) + u) / m
@@ -156,7 +176,8 @@ class Diffusion(Generator):
             return cos * x - sin * self.velocity(x, t, context), None
 
         x, _ = jax.lax.scan(step, noise[0], self._times(noise.dtype))
-        return x[None]
+        mu, log_sigma = self.baseline(context)
+        return (mu + jnp.exp(log_sigma) * x)[None]
 
     def inverse(self, x: jax.Array, context: jax.Array) -> jax.Array:
         r"""Noise that ``sample`` maps to ``x``: the sampler run backwards, step by step.
@@ -176,5 +197,6 @@ class Diffusion(Generator):
 
             return jax.lax.fori_loop(0, self.inverse_iterations, refine, guess), None
 
-        z, _ = jax.lax.scan(step, x[0], self._times(x.dtype), reverse=True)
+        residual = self._standardise(x[0], context)
+        z, _ = jax.lax.scan(step, residual, self._times(x.dtype), reverse=True)
         return z[None]

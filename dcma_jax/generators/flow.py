@@ -9,7 +9,9 @@ The flow maps base noise ``z ~ N(0, 1)`` to a node value ``x`` through ``L`` lay
 
 where ``s_l`` is a monotone rational-quadratic spline (Durkan et al., 2019) on ``[-B, B]``
 with ``K`` bins, the identity outside it (linear tails), and ``a_l, b_l > 0`` a conditional
-affine layer that recentres and rescales between splines. Every parameter of every layer
+affine layer that recentres and rescales between splines; the last layer's affine map also
+carries a linear baseline ``mu(c) + sigma (.)`` that training starts at the least-squares fit
+(:class:`~dcma_jax.generators.networks.LinearBaseline`). Every parameter of every layer
 is read off the context ``c`` by one MLP (for a 1-D node there is nothing else to condition
 on, so one network can emit all layers' parameters at once; set ``shared_conditioner=False``
 for one network a layer, the layout of flowjax's masked autoregressive flow with ``dim=1``).
@@ -30,13 +32,14 @@ NeurIPS 2019 (arXiv:1906.04032).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from dcma_jax.generators.base import Generator
+from dcma_jax.generators.networks import LinearBaseline, with_least_squares_baseline
 
 if TYPE_CHECKING:
     import distrax
@@ -219,8 +222,9 @@ def flow_inverse(
 class _Conditioner(nn.Module):
     """Context MLP with SiLU hidden layers and a zero-initialised output layer.
 
-    The zero output layer makes every flow layer start as the identity, so an untrained flow
-    is exactly ``N(0, 1)``, the right scale for standardised data.
+    The zero output layer makes every flow layer start as the identity, so an initialised
+    flow is its linear baseline: ``N(0, 1)`` from ``init``, the least-squares linear-Gaussian
+    fit after ``warm_start``.
     """
 
     hidden: Sequence[int]
@@ -277,6 +281,7 @@ class SplineFlow(Generator):
         if self.num_layers < 1 or self.num_bins < 2 or self.bound <= 0:
             raise ValueError("need num_layers >= 1, num_bins >= 2 and bound > 0")
         width = self._layer_param_count()
+        self.baseline = LinearBaseline()
         if self.shared_conditioner:
             self.conditioners = [
                 _Conditioner(tuple(self.hidden), self.num_layers * width, name="conditioner")
@@ -302,8 +307,19 @@ class SplineFlow(Generator):
         shift = raw[:, n_spline]
         # Softplus offset so that raw = 0 gives scale exactly 1.
         offset = jnp.log(jnp.expm1(1.0 - self.min_scale))
-        scale = self.min_scale + jax.nn.softplus(raw[:, n_spline + 1] + offset)
-        return (*knots, shift, jnp.log(scale))
+        log_scale = jnp.log(self.min_scale + jax.nn.softplus(raw[:, n_spline + 1] + offset))
+        # The linear baseline x = mu(c) + sigma T(z) folds into the last layer's affine map.
+        mu, log_sigma = self.baseline(context)
+        shift = shift.at[-1].set(mu + jnp.exp(log_sigma) * shift[-1])
+        log_scale = log_scale.at[-1].add(log_sigma)
+        return (*knots, shift, log_scale)
+
+    @nn.nowrap
+    def warm_start(
+        self, variables: Any, x: jax.Array, context: jax.Array, weights: jax.Array
+    ) -> Any:
+        """Starts at the least-squares linear-Gaussian fit (the splines start as identities)."""
+        return with_least_squares_baseline(variables, x, context, weights)
 
     def _forward(self, z: jax.Array, context: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``x = T(z)`` and ``log T'(z)`` for a scalar ``z``."""

@@ -8,14 +8,15 @@ models binary nodes with :class:`~dcma_jax.generators.discrete.BernoulliMLP`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import ndtr
 
 from dcma_jax.generators.base import Generator
-from dcma_jax.generators.networks import MLP
+from dcma_jax.generators.networks import MLP, LinearBaseline, with_least_squares_baseline
 
 if TYPE_CHECKING:
     import distrax
@@ -40,10 +41,22 @@ class MixtureDensityNetwork(Generator):
 
     def setup(self) -> None:
         self.net = MLP(tuple(self.hidden), 3 * self.num_components)
+        self.baseline = LinearBaseline()
+
+    @nn.nowrap
+    def warm_start(
+        self, variables: Any, x: jax.Array, context: jax.Array, weights: jax.Array
+    ) -> Any:
+        """Centres and scales the mixture on the least-squares linear-Gaussian fit."""
+        return with_least_squares_baseline(variables, x, context, weights)
 
     def _mixture(self, context: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Log-weights, means and SDs: ``mu_k = mu(c) + sigma m_k(c)``, ``sd_k = sigma s_k(c)``."""
         logits, loc, raw_scale = jnp.split(self.net(context), 3)
-        return jax.nn.log_softmax(logits), loc, jax.nn.softplus(raw_scale) + _MIN_SCALE
+        mu, log_sigma = self.baseline(context)
+        sigma = jnp.exp(log_sigma)
+        scale = sigma * (jax.nn.softplus(raw_scale) + _MIN_SCALE)
+        return jax.nn.log_softmax(logits), mu + sigma * loc, scale
 
     def sample(self, noise: jax.Array, context: jax.Array) -> jax.Array:
         log_w, loc, scale = self._mixture(context)

@@ -1,0 +1,303 @@
+"""Recovery study: bias, RMSE and interval coverage of every generator family against SCM truths.
+
+Each cell (study x family x n) fits ``--seeds`` independent data sets drawn from one of the SCMs
+of :mod:`dcma_jax.datasets.recovery`, with ``--bootstrap`` replicates, and compares the five
+natural effects on the mean, quantiles, CDF points, Wasserstein-1 and energy with the truths
+of the structural equations. Per effect row it reports the truth, the bias of the estimates,
+their spread across data sets (the estimator's sampling SD), ``bias / (SD / sqrt(R))`` (a
+z-statistic for "no bias"), RMSE, the share of data sets within 3 SDs of the truth, and the
+coverage of the 90 % and 95 % percentile intervals. Effects whose arms the overlap diagnostic
+flags (mediator draws the outcome model rarely saw) are reported apart as poorly supported.
+
+Raw rows (one per data set and effect row) are appended to ``--raw`` as they finish, so a long
+run can be stopped and resumed, and cells run in several processes; ``--report`` rebuilds the
+markdown from the raw file alone.
+
+    python experiments/recovery.py [--studies S,..] [--families F,..] [--n N,..] [--seeds R]
+        [--bootstrap B] [--draws D] [--raw PATH] [--out PATH] [--report] [--quick]
+"""
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import dcma_jax as dj
+from dcma_jax.datasets.recovery import RECOVERY_STUDIES
+from dcma_jax.results import markdown_table
+
+FAMILIES = ("linear", "mdn", "flow", "diffusion")
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+DISTANCES = ("wasserstein", "energy")
+KEY = ["study", "family", "n", "seed"]
+ROW = ["effect", "functional", "level"]
+TRUTH_DRAWS = 1_000_000
+
+
+def functionals(study) -> dj.FunctionalSpec:
+    """Quantiles, CDF at the outcome's quartiles and distances; the mean only for binary Y."""
+    if _binary_outcome(study):
+        return dj.FunctionalSpec((), (), ())
+    y = study.observational(987_654, 200_000)[study.outcome].to_numpy()
+    points = tuple(float(round(t, 4)) for t in np.quantile(y, [0.25, 0.5, 0.75]))
+    return dj.FunctionalSpec(QUANTILES, points, DISTANCES)
+
+
+def _binary_outcome(study) -> bool:
+    return set(np.unique(study.observational(0, 200)[study.outcome])) <= {0.0, 1.0}
+
+
+def truths(study, spec: dj.FunctionalSpec) -> pd.DataFrame:
+    """The study's true effect rows (``effect, functional, level, truth``)."""
+    truth = study.true_effects(dj.natural_effects(list(study.mediators)), spec, TRUTH_DRAWS)
+    return pd.DataFrame(
+        [{"effect": e, "functional": f, "level": lv, "truth": v} for (e, f, lv), v in truth.items()]
+    )
+
+
+def run_cell(study, family, n, seed, spec, bootstrap, draws) -> pd.DataFrame:
+    """One data set: the effect rows with 90 % and 95 % intervals and the overlap flags."""
+    frame = study.observational(seed, n)
+    data = dj.MediationData.from_dataframe(
+        frame,
+        treatment=study.treatment,
+        mediators=list(study.mediators),
+        outcome=study.outcome,
+        covariates=list(study.covariates),
+    )
+    started = time.perf_counter()
+    fitted = dj.fit(data, generators=family, bootstrap=bootstrap, seed=seed)
+    fit_seconds = time.perf_counter() - started
+    query = {
+        "quantiles": spec.quantiles,
+        "cdf_points": spec.cdf_points,
+        "distances": spec.distances,
+        "num_draws": draws,
+        "bootstrap_draws": draws,
+    }
+    wide = fitted.effects(ci_level=0.95, **query)
+    table = wide.summary().rename(columns={"ci_low": "low95", "ci_high": "high95"})
+    if bootstrap:
+        narrow = fitted.effects(ci_level=0.90, **query).summary()
+        table["low90"], table["high90"] = narrow.ci_low.to_numpy(), narrow.ci_high.to_numpy()
+    else:
+        table["low90"] = table["high90"] = np.nan
+    flagged = {
+        effect
+        for arm in wide.meta["diagnostics"]["overlap"]
+        if arm["warning"]
+        for effect in arm["effects"]
+    }
+    table["flagged"] = table.effect.isin(flagged)
+    table = table[~table.effect.str.startswith("PM")]
+    for column, value in zip(KEY, (study.name, family, n, seed), strict=True):
+        table[column] = value
+    table["bootstrap"], table["draws"] = bootstrap, draws
+    table["fit_seconds"] = round(fit_seconds, 2)
+    table["seconds"] = round(time.perf_counter() - started, 2)
+    return table
+
+
+def _level_key(frame: pd.DataFrame) -> pd.Series:
+    return frame.level.fillna(-1.0).round(6)
+
+
+def summarise(raw: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """Per cell and effect row: truth, bias, SD, bias z, RMSE, within-3-SD share, coverage."""
+    raw = raw.assign(level_key=_level_key(raw))
+    truth = truth.assign(level_key=_level_key(truth)).drop(columns="level")
+    merged = raw.merge(truth, on=["study", "effect", "functional", "level_key"], how="left")
+    if merged.truth.isna().any():
+        missing = merged[merged.truth.isna()][["study", *ROW]].drop_duplicates()
+        raise SystemExit(f"recovery: no truth for rows {missing.to_dict('records')[:3]}")
+    merged["error"] = merged.estimate - merged.truth
+    for level in ("90", "95"):
+        low, high = merged[f"low{level}"], merged[f"high{level}"]
+        inside = ((low <= merged.truth) & (merged.truth <= high)).astype(float)
+        merged[f"in{level}"] = inside.where(low.notna() & high.notna())  # NaN: no interval
+
+    def cell(group: pd.DataFrame) -> pd.Series:
+        r = len(group)
+        sd = group.estimate.std(ddof=1) if r > 1 else math.nan
+        bias = group.error.mean()
+        return pd.Series(
+            {
+                "truth": group.truth.iloc[0],
+                "data_sets": r,
+                "bias": bias,
+                "sd": sd,
+                "bias_z": bias / (sd / math.sqrt(r)) if sd > 0 else math.nan,
+                "rmse": math.sqrt((group.error**2).mean()),
+                "within_3sd": (group.error.abs() <= 3 * sd).mean() if sd > 0 else math.nan,
+                "cover90": group.in90.mean(),
+                "cover95": group.in95.mean(),
+                "flagged": group.flagged.mean() > 0.5,
+            }
+        )
+
+    keys = ["study", "family", "n", "effect", "functional", "level_key"]
+    rows = merged.groupby(keys, sort=False).apply(cell, include_groups=False).reset_index()
+    return rows.rename(columns={"level_key": "level"}).replace({"level": {-1.0: np.nan}})
+
+
+def _group(frame: pd.DataFrame) -> pd.Series:
+    return frame.functional.replace({"wasserstein": "W1", "quantile": "quantiles"})
+
+
+def headline(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per cell and functional group, over well-supported rows: the figures the issue asks."""
+    supported = rows[~rows.flagged]
+    supported = supported.assign(
+        group=_group(supported), bias_over_sd=supported.bias.abs() / supported.sd
+    )
+    out = supported.groupby(["study", "family", "n", "group"], sort=False).agg(
+        rows=("truth", "size"),
+        data_sets=("data_sets", "min"),
+        mean_abs_bias_z=("bias_z", lambda z: z.abs().mean()),
+        max_abs_bias_over_sd=("bias_over_sd", "max"),
+        rmse=("rmse", "mean"),
+        within_3sd=("within_3sd", "mean"),
+        cover90=("cover90", "mean"),
+        cover95=("cover95", "mean"),
+    )
+    return out.reset_index()
+
+
+def report(raw: pd.DataFrame, truth: pd.DataFrame, raw_name: str) -> str:
+    """The markdown report of the raw rows."""
+    rows = summarise(raw, truth)
+    head = headline(rows)
+    poor = rows[rows.flagged][["study", "family", "n", "effect"]].drop_duplicates()
+    seconds = raw.groupby(["study", "family", "n", "seed"]).seconds.first()
+    timing = seconds.groupby(["study", "family", "n"]).mean().round(1).reset_index()
+    studies = {name: RECOVERY_STUDIES[name] for name in raw.study.unique()}
+    text = [
+        "# Recovery study: generator families against structural truths",
+        "",
+        "Written by `python experiments/recovery.py` (settings below); rebuilt from the raw "
+        f"rows in `{raw_name}` by `--report`. Every data set is an independent draw "
+        "of the SCM; truths come from the structural equations with 1e6 shared draws.",
+        "",
+        f"Settings: bootstrap B = {_values(raw.bootstrap)} (percentile intervals), "
+        f"{_values(raw.draws)} draws per arm for the point estimate and for each replicate, "
+        "default `TrainConfig`, fit and simulation seed = data-set index.",
+        "",
+        "## Studies",
+        "",
+        *[f"* `{name}`: {study.description}" for name, study in studies.items()],
+        "",
+        "## How to read the tables",
+        "",
+        "* `sd`: the spread of the estimates across data sets (the estimator's sampling SD).",
+        "* `bias_z` = bias / (sd / sqrt(R)): |z| > 3 is bias beyond the noise of R data sets.",
+        "* `max_abs_bias_over_sd`: the largest |bias| / sd in the group (the issue's '3 "
+        "sampling SDs' check asks for <= 3; well-behaved cells are far below 1).",
+        "* `within_3sd`: share of data sets whose estimate is within 3 sd of the truth.",
+        "* `cover90`, `cover95`: share of intervals containing the truth (binomial SE "
+        "sqrt(p(1-p)/R), about 0.07 at R = 20 for p = 0.9).",
+        "* Well-supported rows only in the headline; rows whose arms the overlap diagnostic "
+        "flags in most data sets are listed apart.",
+        "",
+        "## Headline (well-supported rows)",
+        "",
+        markdown_table(head),
+        "",
+        "## Poorly supported effects (overlap warning in most data sets)",
+        "",
+        markdown_table(poor) if len(poor) else "None.",
+        "",
+        "## Time per data set (fit, bootstrap and both queries), seconds",
+        "",
+        markdown_table(timing),
+        "",
+        "## Every effect row",
+        "",
+        markdown_table(rows),
+        "",
+    ]
+    return "\n".join(text)
+
+
+def _values(column: pd.Series) -> str:
+    return ", ".join(str(v) for v in sorted(column.unique()))
+
+
+def _done(raw_path: Path) -> set[tuple]:
+    if not raw_path.exists():
+        return set()
+    raw = pd.read_csv(raw_path)
+    return set(map(tuple, raw[KEY].drop_duplicates().itertuples(index=False)))
+
+
+def _truth_table(names: list[str]) -> pd.DataFrame:
+    frames = []
+    for name in names:
+        study = RECOVERY_STUDIES[name]
+        frames.append(truths(study, functionals(study)).assign(study=name))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _parse_list(text: str, allowed, what: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        print(
+            f"recovery: unknown {what} {bad or text!r}; choose from {', '.join(allowed)}",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    return values
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--studies", default=",".join(RECOVERY_STUDIES))
+    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--n", default="2000,8000", help="rows per data set, comma-separated")
+    parser.add_argument("--seeds", type=int, default=20, help="data sets per cell (default 20)")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--bootstrap", type=int, default=50)
+    parser.add_argument("--draws", type=int, default=20_000, help="draws per arm")
+    parser.add_argument("--raw", default="experiments/results/recovery_raw.csv")
+    parser.add_argument("--out", default="experiments/results/recovery.md")
+    parser.add_argument("--report", action="store_true", help="only rebuild --out from --raw")
+    parser.add_argument("--quick", action="store_true", help="tiny settings (CI smoke run)")
+    args = parser.parse_args()
+    studies = _parse_list(args.studies, list(RECOVERY_STUDIES), "study")
+    families = _parse_list(args.families, FAMILIES, "family")
+    try:
+        sizes = [int(v) for v in args.n.split(",")]
+    except ValueError:
+        print(f"recovery: --n must be integers, got {args.n!r}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if args.quick:
+        studies, families, sizes = ["linear"], ["linear"], [300]
+        args.seeds, args.bootstrap, args.draws = 2, 5, 2000
+    raw_path = Path(args.raw)
+    raw_path.parent.mkdir(parents=True, exist_ok=True)
+
+    if not args.report:
+        done = _done(raw_path)
+        for name in studies:
+            study, spec = RECOVERY_STUDIES[name], functionals(RECOVERY_STUDIES[name])
+            for family in families:
+                for n in sizes:
+                    for seed in range(args.first_seed, args.first_seed + args.seeds):
+                        if (name, family, n, seed) in done:
+                            continue
+                        table = run_cell(study, family, n, seed, spec, args.bootstrap, args.draws)
+                        table.to_csv(raw_path, mode="a", header=not raw_path.exists(), index=False)
+                        print(f"{name} {family} n={n} seed={seed}: {table.seconds.iloc[0]} s")
+    raw = pd.read_csv(raw_path)
+    text = report(raw, _truth_table(list(raw.study.unique())), raw_path.name)
+    out = Path(args.out)
+    out.write_text(text)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
