@@ -77,14 +77,19 @@ class _LoopState(NamedTuple):
 
 
 def _mean_loss(
-    module: Generator, params: Any, x: jax.Array, context: jax.Array, weights: jax.Array
+    module: Generator,
+    params: Any,
+    x: jax.Array,
+    context: jax.Array,
+    weights: jax.Array,
+    rng: jax.Array | None = None,
 ) -> jax.Array:
     """Weighted mean per-example loss ``sum_i w_i l_i / sum_i w_i`` (0 if every weight is 0).
 
     Bootstrap replicates weight rows by their resample counts, so a minibatch may hold rows of
-    weight 0; they contribute nothing.
+    weight 0; they contribute nothing. ``rng`` feeds a stochastic loss (``rng_stream``).
     """
-    losses = apply_batched(module, "loss", params, x, context)
+    losses = apply_batched(module, "loss", params, x, context, rng=rng)
     total = jnp.sum(weights)
     return jnp.sum(jnp.where(weights > 0, weights * losses, 0.0)) / jnp.where(total > 0, total, 1.0)
 
@@ -124,6 +129,10 @@ def _optimise(
     optimiser = optax.chain(optax.clip_by_global_norm(config.clip_norm), optax.adam(schedule))
 
     init_key, _, epoch_key = jax.random.split(key, 3)
+    # A stochastic loss (a generator's rng_stream) draws a fresh key a minibatch and one fixed
+    # key for every validation pass, so that epochs are compared on the same noise.
+    noise_key = jax.random.fold_in(key, 3)
+    val_key = jax.random.fold_in(noise_key, 0)
     train_rows, val_rows = split_rows(key, n, config)
     x_val, c_val, w_val = x[val_rows], context[val_rows], weights[val_rows]
     params = init_params(module, init_key, context.shape[1])
@@ -131,19 +140,21 @@ def _optimise(
     params = module.warm_start(params, x, context, train_weights)
     loss_and_grad = jax.value_and_grad(functools.partial(_mean_loss, module))
 
-    def minibatch_step(carry, rows):
+    def minibatch_step(carry, batch_and_key):
         params, opt_state = carry
-        loss, grads = loss_and_grad(params, x[rows], context[rows], weights[rows])
+        rows, step_key = batch_and_key
+        loss, grads = loss_and_grad(params, x[rows], context[rows], weights[rows], step_key)
         updates, opt_state = optimiser.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
 
     def epoch(state: _LoopState) -> _LoopState:
         perm = jax.random.permutation(jax.random.fold_in(epoch_key, state.epoch), n_train)
         batches = train_rows[perm[: steps * batch]].reshape(steps, batch)
+        step_keys = jax.random.split(jax.random.fold_in(noise_key, state.epoch + 1), steps)
         (params, opt_state), losses = jax.lax.scan(
-            minibatch_step, (state.params, state.opt_state), batches
+            minibatch_step, (state.params, state.opt_state), (batches, step_keys)
         )
-        val = _mean_loss(module, params, x_val, c_val, w_val)
+        val = _mean_loss(module, params, x_val, c_val, w_val, val_key)
         diverged = ~(jnp.all(jnp.isfinite(losses)) & jnp.isfinite(val))
         improved = (val < state.best_val) & ~diverged
         best_params = jax.tree.map(
@@ -166,7 +177,7 @@ def _optimise(
             & ~state.diverged
         )
 
-    start_val = _mean_loss(module, params, x_val, c_val, w_val)
+    start_val = _mean_loss(module, params, x_val, c_val, w_val, val_key)
     init = _LoopState(
         epoch=jnp.zeros((), jnp.int32),
         params=params,

@@ -104,6 +104,9 @@ class Generator(nn.Module):
     * ``registry_name``: the name users pick it by (``None``: not registered).
     * ``kinds``: the node kinds it models, a subset of ``("continuous", "binary")``.
     * ``noise_dim``: the size of the standard normal noise one sample consumes.
+    * ``rng_stream`` (optional): the name of a linen rng stream that ``loss`` draws from
+      (``self.make_rng``); training then passes a fresh key a step and a fixed key for the
+      validation loss, so that epochs are compared on the same noise.
 
     Derived for every subclass: batching (:func:`apply_batched`, with shape checks),
     :meth:`distribution`, :meth:`implements`, registration, and hashability. Generators are jit
@@ -118,6 +121,7 @@ class Generator(nn.Module):
     registry_name: ClassVar[str | None] = None
     kinds: ClassVar[tuple[str, ...]] = ("continuous",)
     noise_dim: ClassVar[int] = 1
+    rng_stream: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -299,14 +303,20 @@ def _check_batch(module: Generator, method: str | Callable, args: tuple[jax.Arra
 
 
 def apply_batched(
-    module: Generator, method: str | Callable, variables: Any, *args: jax.Array
+    module: Generator,
+    method: str | Callable,
+    variables: Any,
+    *args: jax.Array,
+    rng: jax.Array | None = None,
 ) -> jax.Array:
     """Applies a single-example ``method`` over a leading batch axis of every argument.
 
     Contract methods take ``(n, k)`` arrays: ``sample`` noise ``(n, noise_dim)``; ``loss``,
     ``log_prob``, ``inverse`` and ``cdf`` values ``(n, 1)``; then the context
     ``(n, context_dim)``. Shapes are checked when traced (``chex`` assertions, free at run
-    time); any other method is only checked for a shared leading axis.
+    time); any other method is only checked for a shared leading axis. With ``rng`` and a
+    generator that declares an ``rng_stream``, example ``i`` gets its own key of that stream
+    (the training loop passes one for the loss of a stochastic objective such as diffusion's).
 
     Raises:
       AssertionError: an argument has the wrong rank, trailing size, batch size or dtype; the
@@ -314,7 +324,13 @@ def apply_batched(
     """
     _check_batch(module, method, args)
     fn = getattr(type(module), method) if isinstance(method, str) else method
-    return jax.vmap(lambda *a: module.apply(variables, *a, method=fn))(*args)
+    stream = type(module).rng_stream
+    if rng is None or stream is None:
+        return jax.vmap(lambda *a: module.apply(variables, *a, method=fn))(*args)
+    keys = jax.random.split(rng, args[0].shape[0])
+    return jax.vmap(lambda k, *a: module.apply(variables, *a, method=fn, rngs={stream: k}))(
+        keys, *args
+    )
 
 
 def normal_score(module: Generator, variables: Any, x: jax.Array, context: jax.Array) -> jax.Array:

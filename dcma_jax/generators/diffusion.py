@@ -37,14 +37,15 @@ distribution that ``sample`` draws from, and ``cdf = Phi(inverse)`` (the base cl
 default). There is no density: ``log_prob`` raises ``NotImplementedError``, and so does
 ``log_prob`` of ``distribution(variables, context)``, which supports ``sample`` and ``cdf``.
 
-Training randomness: the contract's ``loss(x, context)`` takes no key, and the training loop
-applies the module without rngs. When a ``"diffusion"`` rng stream is supplied
-(``module.apply(..., rngs={"diffusion": key})``) the loss uses it; otherwise the diffusion
-times and noise of one example are drawn from a key hashed from the bits of ``(x, context)``
-and of the current parameters. The loss is thus a deterministic function of
-``(params, x, context)`` that still sees fresh noise at every optimisation step (the
-parameters change), which is what denoising score matching needs. Each example's loss averages
-``num_levels`` stratified times ``t_j = (j + u_j) / num_levels``, lowering its variance.
+Training randomness: the class declares the ``"diffusion"`` rng stream (``rng_stream``), so the
+training loop applies the loss with ``rngs={"diffusion": key}``: a fresh key every minibatch,
+and one fixed key for every validation pass, so that early stopping compares epochs on the
+same diffusion times and noise rather than on a re-drawn Monte Carlo estimate. Called without
+the stream (e.g. ``apply_batched`` with no ``rng``), the times and noise of one example come
+from a key hashed from the bits of ``(x, context)`` and of the current parameters: a
+deterministic function of ``(params, x, context)`` that still changes with every optimisation
+step. Each example's loss averages ``num_levels`` stratified times
+``t_j = (j + u_j) / num_levels``, lowering its variance.
 
 References: J. Ho, A. Jain, P. Abbeel, "Denoising Diffusion Probabilistic Models", 2020;
 J. Song, C. Meng, S. Ermon, "Denoising Diffusion Implicit Models", ICLR 2021;
@@ -109,6 +110,7 @@ class Diffusion(Generator):
     registry_name: ClassVar[str] = "diffusion"
     kinds: ClassVar[tuple[str, ...]] = ("continuous",)
     noise_dim: ClassVar[int] = 1
+    rng_stream: ClassVar[str] = RNG_STREAM
 
     hidden: Sequence[int] = (64, 64)
     num_steps: int = 50
