@@ -59,8 +59,9 @@ def truths(study, spec: dj.FunctionalSpec) -> pd.DataFrame:
     )
 
 
-def run_cell(study, family, n, seed, spec, bootstrap, draws) -> pd.DataFrame:
-    """One data set: the effect rows with 90 % and 95 % intervals and the overlap flags."""
+def run_cell(name, family, n, seed, spec, bootstrap, draws) -> pd.DataFrame:
+    """One data set of study ``name``: effect rows with 90/95 % intervals and overlap flags."""
+    study = RECOVERY_STUDIES[name]
     frame = study.observational(seed, n)
     data = dj.MediationData.from_dataframe(
         frame,
@@ -94,7 +95,7 @@ def run_cell(study, family, n, seed, spec, bootstrap, draws) -> pd.DataFrame:
     }
     table["flagged"] = table.effect.isin(flagged)
     table = table[~table.effect.str.startswith("PM")]
-    for column, value in zip(KEY, (study.name, family, n, seed), strict=True):
+    for column, value in zip(KEY, (name, family, n, seed), strict=True):
         table[column] = value
     table["bootstrap"], table["draws"] = bootstrap, draws
     table["fit_seconds"] = round(fit_seconds, 2)
@@ -283,13 +284,13 @@ def main() -> None:
     if not args.report:
         done = _done(raw_path)
         for name in studies:
-            study, spec = RECOVERY_STUDIES[name], functionals(RECOVERY_STUDIES[name])
+            spec = functionals(RECOVERY_STUDIES[name])
             for family in families:
                 for n in sizes:
                     for seed in range(args.first_seed, args.first_seed + args.seeds):
                         if (name, family, n, seed) in done:
                             continue
-                        table = run_cell(study, family, n, seed, spec, args.bootstrap, args.draws)
+                        table = run_cell(name, family, n, seed, spec, args.bootstrap, args.draws)
                         table.to_csv(raw_path, mode="a", header=not raw_path.exists(), index=False)
                         print(f"{name} {family} n={n} seed={seed}: {table.seconds.iloc[0]} s")
     raw = pd.read_csv(raw_path)
