@@ -208,18 +208,22 @@ def test_cli_sensitivity_errors_are_one_line(argv, message, capsys):
     assert len(err) == 1 and message in err[0]
 
 
-def _confounded(binary_outcome: bool, seed: int = 0):
+def _confounded(binary_outcome: bool, seed: int = 0, binary_mediator: bool = False):
     """An SCM with an unmeasured U driving M and Y: the structural noises have correlation
-    0.6 * 0.6 / (0.36 + 0.64) = 0.36; the structural NIE is known exactly or by Monte Carlo."""
+    0.6 * 0.6 / (0.36 + 0.64) = 0.36; the structural NIE is known exactly or by Monte Carlo.
+    A binary mediator is its latent above 0.3 (a probit model given A and X)."""
     rng = np.random.default_rng(seed)
     u, x, a = rng.normal(size=N), rng.normal(size=N), rng.integers(0, 2, N)
     m = 0.8 * a + 0.4 * x + 0.6 * u + 0.8 * rng.normal(size=N)
+    m = (m > 0.3).astype(float) if binary_mediator else m
     latent = 0.5 * a + 0.7 * m + 0.2 * x + 0.6 * u + 0.8 * rng.normal(size=N)
     y = (latent > 0.3).astype(int) if binary_outcome else latent
     frame = pd.DataFrame({"A": a, "M": m, "Y": y, "X": x})
     data = dj.MediationData.from_dataframe(
         frame, treatment="A", mediators=["M"], outcome="Y", covariates=["X"]
     )
+    if binary_mediator:  # 0.7 (P(M(1) = 1) - P(M(0) = 1)), the latent's SD sqrt(1.16)
+        return data, 0.7 * (norm.cdf(0.5 / np.sqrt(1.16)) - norm.cdf(-0.3 / np.sqrt(1.16)))
     if not binary_outcome:
         return data, 0.8 * 0.7
     # P(Y(1, M(1)) = 1) - P(Y(1, M(0)) = 1) with shared U and noise, by Monte Carlo.
@@ -231,19 +235,22 @@ def _confounded(binary_outcome: bool, seed: int = 0):
 
 
 @pytest.mark.parametrize(
-    "generators, binary",
+    "generators, binary, binary_mediator",
     [
-        ({"M": "linear", "Y": "linear"}, False),
-        ({"M": "mdn", "Y": "linear"}, False),
-        ({"M": "linear", "Y": "linear"}, True),  # probit outcome: latent threshold
+        ({"M": "linear", "Y": "linear"}, False, False),
+        ({"M": "mdn", "Y": "linear"}, False, False),
+        ({"M": "linear", "Y": "linear"}, True, False),  # probit outcome: latent threshold
+        ({"M": "linear", "Y": "linear"}, False, True),  # probit mediator: latent score
     ],
 )
-def test_the_curve_at_the_true_rho_recovers_the_structural_effect(generators, binary):
+def test_the_curve_at_the_true_rho_recovers_the_structural_effect(
+    generators, binary, binary_mediator
+):
     # The naive (rho = 0) indirect effect is biased by the confounder; at the true rho = 0.36
     # the curve recovers the structural NIE within 4 bootstrap SDs (sampling error).
     from conftest import FAST
 
-    data, truth = _confounded(binary)
+    data, truth = _confounded(binary, binary_mediator=binary_mediator)
     fitted = dj.fit(data, generators=generators, link="probit", bootstrap=20, config=FAST)
     result = fitted.sensitivity(
         rho_grid=(0.0, 0.36), quantiles=(), cdf_points=(), distances=(), breakpoints=False
