@@ -90,6 +90,17 @@ def _energy_bruteforce(x, y):
     return 2 * exy - exx - eyy
 
 
+def _energy_u_bruteforce(x, y, paired):
+    """The U-statistic over pairs i != j in float64 (the cross term too when ``paired``)."""
+    x, y = _f64(x), _f64(y)
+    n, m = len(x), len(y)
+    cross = np.abs(x[:, None] - y[None, :])
+    exy = (cross.sum() - np.trace(cross)) / (n * (n - 1)) if paired else cross.mean()
+    exx = np.abs(x[:, None] - x[None, :]).sum() / (n * (n - 1))
+    eyy = np.abs(y[:, None] - y[None, :]).sum() / (m * (m - 1))
+    return 2 * exy - exx - eyy
+
+
 def _references(x, y):
     x, y = _f64(x), _f64(y)
     return {
@@ -165,6 +176,114 @@ def test_distances_match_scipy(pair):
     for name in F.DISTANCE_FUNCTIONALS:
         np.testing.assert_allclose(got[name], expected[name], rtol=RTOL, atol=ATOL, err_msg=name)
     np.testing.assert_allclose(got["energy"], _energy_bruteforce(x, y), rtol=RTOL, atol=ATOL)
+
+
+ENERGY_U = jax.jit(
+    lambda x, y, paired: {
+        "direct": F.energy_unbiased(x, y, paired=paired),
+        "presorted": F.energy_unbiased(
+            jnp.sort(x),
+            jnp.sort(y),
+            presorted=True,
+            pair_distance=jnp.mean(jnp.abs(x - y)) if paired else None,
+        ),
+    },
+    static_argnames="paired",
+)
+# Pairs with at least two draws per sample (the U-statistic needs i != j).
+U_PAIRS = [p for p in PAIRS if min(len(PAIRS[p][0]), len(PAIRS[p][1])) >= 2]
+
+
+@pytest.mark.parametrize("pair", U_PAIRS)
+def test_energy_unbiased_matches_bruteforce(pair):
+    x, y = PAIRS[pair]
+    for paired in (False, True) if len(x) == len(y) else (False,):
+        expected = _energy_u_bruteforce(x, y, paired)
+        for path, got in ENERGY_U(x, y, paired).items():
+            np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL, err_msg=(path, paired))
+
+
+def test_energy_unbiased_paired_flag_equals_pair_distance():
+    x, y = PAIRS["equal"]
+    got = jax.jit(lambda x, y: F.energy_unbiased(x, y, paired=True))(x, y)
+    np.testing.assert_allclose(got, ENERGY_U(x, y, True)["presorted"], rtol=RTOL, atol=ATOL)
+
+
+# Many small samples of one law: the mean of each statistic over R replications is within
+# 4 standard errors (SD / sqrt(R)) of its expectation (a false alarm ~6e-5 per check).
+R_UNBIASED, N_UNBIASED = 4000, 20
+
+
+@jax.jit
+def _same_law_statistics(key):
+    """U and V for pairs of samples from N(0, 1): independent, and dependent pairs (rho 0.8)."""
+    kx, ky = jax.random.split(key)
+    x = jax.random.normal(kx, (N_UNBIASED,))
+    z = jax.random.normal(ky, (N_UNBIASED,))
+    y_dep = 0.8 * x + 0.6 * z  # the same N(0, 1) law, dependent on x draw by draw
+    return {
+        "u_independent": F.energy_unbiased(x, z),
+        "u_independent_paired": F.energy_unbiased(x, z, paired=True),
+        "v_independent": F.energy(x, z),
+        "u_dependent_paired": F.energy_unbiased(x, y_dep, paired=True),
+        "u_dependent_unpaired": F.energy_unbiased(x, y_dep),
+    }
+
+
+def test_energy_unbiased_is_unbiased_for_equal_laws():
+    keys = jax.random.split(jax.random.key(0), R_UNBIASED)
+    stats = {k: np.asarray(v, np.float64) for k, v in jax.vmap(_same_law_statistics)(keys).items()}
+    mean = {k: v.mean() for k, v in stats.items()}
+    se = {k: v.std(ddof=1) / np.sqrt(R_UNBIASED) for k, v in stats.items()}
+    for name in ("u_independent", "u_independent_paired", "u_dependent_paired"):
+        assert abs(mean[name]) < 4 * se[name], (name, mean[name], se[name])
+        assert (stats[name] < 0).mean() > 0.25  # negative for a good share of the samples
+    # The V-statistic's bias is E|X - X'| (1/n + 1/m) = (2 / sqrt(pi)) (2 / n) for N(0, 1).
+    bias = 2 / np.sqrt(np.pi) * 2 / N_UNBIASED
+    assert abs(mean["v_independent"] - bias) < 4 * se["v_independent"], (mean, bias)
+    assert (stats["v_independent"] > 0).all()
+    # Dependent pairs need the paired form: counting i = j in the cross term biases U downward
+    # (E|X_i - Y_i| < E|X - Y|).
+    assert mean["u_dependent_unpaired"] < -10 * se["u_dependent_unpaired"]
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, message",
+    [
+        ((np.ones(1, np.float32), np.ones(3, np.float32)), {}, "at least two draws"),
+        ((np.ones(3, np.float32), np.ones(4, np.float32)), {"paired": True}, "same size"),
+        (
+            (np.ones(3, np.float32), np.ones(3, np.float32)),
+            {"paired": True, "presorted": True},
+            "pass pair_distance",
+        ),
+    ],
+)
+def test_energy_unbiased_rejects_bad_arguments(args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        F.energy_unbiased(*args, **kwargs)
+
+
+def test_energy_unbiased_grad_matches_bruteforce():
+    x, y = PAIRS["equal"]
+
+    def brute(x, y):  # the paired U-statistic over i != j, written out in jax
+        off = 1.0 - jnp.eye(x.shape[0])
+        n = x.shape[0]
+
+        def mean_off(d):
+            return jnp.sum(d * off) / (n * (n - 1))
+
+        return (
+            2 * mean_off(jnp.abs(x[:, None] - y[None, :]))
+            - mean_off(jnp.abs(x[:, None] - x[None, :]))
+            - mean_off(jnp.abs(y[:, None] - y[None, :]))
+        )
+
+    got = jax.jit(jax.grad(lambda x, y: F.energy_unbiased(x, y, paired=True), (0, 1)))(x, y)
+    expected = jax.jit(jax.grad(brute, (0, 1)))(x, y)
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e, rtol=RTOL, atol=ATOL)
 
 
 PRESORTED_DISTANCES = jax.jit(
@@ -375,3 +494,4 @@ def test_registry():
         assert callable(getattr(F, name))
     for name, fn in F.DISTANCES.items():
         assert fn is getattr(F, name)
+    assert "energy_unbiased" in F.__all__
