@@ -11,7 +11,8 @@ brackets)::
 
 so ``TE = NDE_control + NIE_treated = NDE_treated + NIE_control`` exactly for any scalar
 functional ``phi`` (mean, quantile, CDF). For a distance ``D`` the effect is ``D`` between the two
-arms of the contrast; distances do not add up. ``PM_control = NIE_control / TE`` and
+arms of the contrast; distances do not add up (how they are estimated from the draws:
+:func:`effect_values`). ``PM_control = NIE_control / TE`` and
 ``PM_treated = NIE_treated / TE`` are the proportions mediated on the mean scale.
 
 Several mediators, interventional effects (Vansteelandt & Daniel 2017; Nguyen et al. 2021), with
@@ -297,20 +298,60 @@ def effect_rows(layout: EffectLayout, spec: FunctionalSpec) -> list[Row]:
     return rows
 
 
-@functools.partial(jax.jit, static_argnames=("layout", "spec"))
-def effect_values(layout: EffectLayout, spec: FunctionalSpec, outcome: jax.Array) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("layout", "spec", "distance_draws"))
+def effect_values(
+    layout: EffectLayout,
+    spec: FunctionalSpec,
+    outcome: jax.Array,
+    distance_draws: int | None = None,
+) -> jax.Array:
     """All reported numbers from the arms' outcome samples (original units).
+
+    Distances: ``energy`` is the paired U-statistic :func:`functionals.energy_unbiased` over
+    all draws (draw ``i`` of two arms shares covariate row and noise, so the pairs ``i = j``
+    are left out of every term): unbiased for the energy distance of the simulated laws at any
+    number of draws. ``wasserstein`` and ``ks`` have no unbiased form (their Monte Carlo bias
+    is positive and shrinks with the draws); with ``distance_draws = d`` they are the mean over
+    the ``num_draws // d`` disjoint blocks of ``d`` draws (the first ``d``, the next ``d``, ...;
+    left-over draws unused), whose Monte Carlo bias is that of ``d`` draws whatever the total
+    -- the effects query evaluates the bootstrap replicates this way (see
+    :func:`dcma_jax.queries.effects`).
 
     Args:
       layout: the contrasts (``estimands.layout``).
       spec: functionals to evaluate.
-      outcome: ``(n_arms, num_draws)`` samples of Y in original units.
+      outcome: ``(n_arms, num_draws)`` samples of Y in original units, draw ``i`` of every
+        arm from the same covariate row and noise (as :mod:`dcma_jax.simulate` draws them);
+        draws i.i.d. over ``i``.
+      distance_draws: draws per block for ``wasserstein`` and ``ks`` (default, or
+        ``>= num_draws``: one block of all draws).
 
     Returns:
       ``(len(effect_rows(estimands, spec)),)`` values; jit- and vmap-compatible.
     """
+    num_draws = outcome.shape[1]
+    paired = outcome
     # Sort each arm once; every functional below reads the sorted draws.
     outcome = jnp.sort(outcome, axis=1)
+    blocks = None
+    if distance_draws is not None and distance_draws < num_draws:
+        if distance_draws < 1:
+            raise ArgumentError(f"distance_draws must be positive, got {distance_draws}")
+        n_blocks = num_draws // distance_draws
+        used = paired[:, : n_blocks * distance_draws].reshape(-1, n_blocks, distance_draws)
+        blocks = jnp.sort(used, axis=2)
+
+    def distance(name: str, c: Contrast) -> jax.Array:
+        if name == "energy":
+            pair_distance = jnp.mean(jnp.abs(paired[c.arm] - paired[c.reference]))
+            return functionals.energy_unbiased(
+                outcome[c.arm], outcome[c.reference], presorted=True, pair_distance=pair_distance
+            )
+        fn = functools.partial(functionals.DISTANCES[name], presorted=True)
+        if blocks is None:
+            return fn(outcome[c.arm], outcome[c.reference])
+        return jnp.mean(jax.vmap(fn)(blocks[c.arm], blocks[c.reference]))
+
     means = jax.vmap(functionals.mean)(outcome)
     quants = jax.vmap(lambda y: functionals.quantile(y, spec.quantiles, presorted=True))(outcome)
     points = jnp.asarray(spec.cdf_points, outcome.dtype)
@@ -321,10 +362,7 @@ def effect_values(layout: EffectLayout, spec: FunctionalSpec, outcome: jax.Array
         values.append(mean_effect[c.name][None])
         values.append(quants[c.arm] - quants[c.reference])
         values.append(cdfs[c.arm] - cdfs[c.reference])
-        values += [
-            functionals.DISTANCES[d](outcome[c.arm], outcome[c.reference], presorted=True)[None]
-            for d in spec.distances
-        ]
+        values += [distance(d, c)[None] for d in spec.distances]
     values += [(mean_effect[num] / mean_effect[den])[None] for _, num, den in layout.ratios]
     for m in layout.combinations:
         values.append(sum(w * means[i] for w, i in m.terms)[None])

@@ -36,7 +36,7 @@ from dcma_jax.estimands import (
     quantile_curves,
 )
 from dcma_jax.functionals import DISTANCE_FUNCTIONALS
-from dcma_jax.inference import percentile_interval
+from dcma_jax.inference import distance_interval, percentile_interval
 from dcma_jax.model import Model, float_dtype
 from dcma_jax.results import MediationResult
 from dcma_jax.simulate import DEFAULT_CHUNK, simulate_packed
@@ -48,6 +48,20 @@ CURVE_LEVELS = np.linspace(0.02, 0.98, 49)
 PLOT_DRAWS = 20_000
 DEFAULT_DRAWS = 100_000
 DEFAULT_BOOTSTRAP_DRAWS = 20_000
+#: The point estimate's draws per arm over the draws per block of a replicate's Wasserstein and
+#: KS values (at least): see :func:`effects`.
+POINT_TO_REPLICATE_DRAWS = 4
+PERCENTILE_RULE = "percentile"
+DISTANCE_RULE = "percentile_to_zero"
+CI_METHOD = (
+    "percentile; distances: percentile_to_zero = the percentile bounds, the lower one moved to "
+    "0 where the basic bound 2*estimate - q_high is <= 0 (inference.distance_interval), "
+    "wasserstein and ks replicates over blocks of distance_draws <= num_draws / 4 draws"
+)
+ENERGY_CONVENTION = (
+    "2E|X-Y| - E|X-X'| - E|Y-Y'| as the U-statistic over draw pairs i != j (unbiased, can be "
+    "negative); dcma_jax.energy is the V-statistic, scipy's energy_distance squared"
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -55,7 +69,10 @@ DEFAULT_BOOTSTRAP_DRAWS = 20_000
 # --------------------------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("model", "layout", "spec", "num_draws", "chunk_size"))
+_STATIC = ("model", "layout", "spec", "num_draws", "chunk_size", "distance_draws")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
 def arm_effects(
     model: Model,
     layout: EffectLayout,
@@ -69,8 +86,12 @@ def arm_effects(
     outcome_scale: jax.Array,
     num_draws: int,
     chunk_size: int = DEFAULT_CHUNK,
+    distance_draws: int | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Simulates the arms and evaluates every effect row and quantile-effect curve.
+
+    ``distance_draws``: draws per block of the Wasserstein and KS rows (see
+    :func:`~dcma_jax.estimands.effect_values`; default all ``num_draws``).
 
     Returns:
       ``(values, curves, outcome)``: effect values in row order, quantile-effect curves on
@@ -78,11 +99,11 @@ def arm_effects(
     """
     draws = simulate_packed(model, params, key, covariates, weights, arms, num_draws, chunk_size)
     outcome = draws.outcome * outcome_scale + outcome_center
-    values = effect_values(layout, spec, outcome)
+    values = effect_values(layout, spec, outcome, distance_draws)
     return values, quantile_curves(layout, outcome, CURVE_LEVELS), outcome
 
 
-@functools.partial(jax.jit, static_argnames=("model", "layout", "spec", "num_draws", "chunk_size"))
+@functools.partial(jax.jit, static_argnames=_STATIC)
 def replicate_effects(
     model: Model,
     layout: EffectLayout,
@@ -96,6 +117,7 @@ def replicate_effects(
     outcome_scale: jax.Array,
     num_draws: int,
     chunk_size: int = DEFAULT_CHUNK,
+    distance_draws: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """:func:`arm_effects` for each bootstrap replicate, one after another under ``lax.map``.
 
@@ -121,6 +143,7 @@ def replicate_effects(
             outcome_scale,
             num_draws,
             chunk_size,
+            distance_draws,
         )
         return values, curves
 
@@ -351,9 +374,23 @@ def effects(
     dose_grid: Sequence[float] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> MediationResult:
-    """Effects with percentile intervals from the stored replicates; nothing is refitted.
+    """Effects with bootstrap intervals from the stored replicates; nothing is refitted.
 
     Bound as :meth:`FittedMediation.effects <dcma_jax.fitted.FittedMediation>`.
+
+    Intervals (recorded in ``meta["intervals"]``): percentile intervals for the scalar
+    functionals, the proportions mediated and the quantile curves. A distance (``wasserstein``,
+    ``energy``, ``ks``) and each of its replicates is >= 0, so its percentile interval could
+    never contain 0; distance rows get :func:`~dcma_jax.inference.distance_interval` instead:
+    the percentile bounds, the lower one moved to 0 where the basic bootstrap bound
+    ``2 * estimate - q_high`` is <= 0 (coverage measured in
+    ``experiments/results/distance_intervals.md``). ``energy`` is the unbiased paired
+    U-statistic (:func:`~dcma_jax.functionals.energy_unbiased`), so it can be negative.
+    Wasserstein and KS are biased upward by Monte Carlo error (~ draws^(-1/2) near 0) that
+    the zero test must not see: their replicates are evaluated over blocks of
+    ``meta["distance_draws"] = min(bootstrap_draws, num_draws // 4)`` draws, so that the point
+    estimate, on all ``num_draws``, has at most half their bias, and the bias cancels in
+    ``2 * estimate - replicate``.
 
     Args:
       fitted: the fitted model.
@@ -374,7 +411,7 @@ def effects(
       distances: distances to report between the arms of each contrast.
       num_draws: Monte Carlo draws per arm for the point estimates.
       bootstrap_draws: draws per arm in each replicate (default ``min(num_draws, 20000)``).
-      ci_level: percentile-interval coverage.
+      ci_level: interval coverage.
       seed: simulation seed (default: the fit's seed, so ``fit(seed=s).effects()`` equals
         ``analyze(seed=s)``).
       chunk_size: Monte Carlo chunk size (bounds memory; part of the random stream).
@@ -412,19 +449,37 @@ def effects(
     arms = Arms.pack(estimands.arms, float_dtype())
     common = (arr["covariates"], arr["weights"], arr["center"], arr["scale"])
 
+    b_draws = d_draws = None
+    if fitted.bootstrap:
+        b_draws = bootstrap_draws or min(num_draws, DEFAULT_BOOTSTRAP_DRAWS)
+        # Wasserstein and KS carry a positive Monte Carlo bias, ~ draws^(-1/2) near 0: the
+        # replicates evaluate them over blocks of at most num_draws / 4 draws, so that the
+        # point estimate (all num_draws) has at most half their bias and the zero test of
+        # inference.distance_interval is not made liberal by it.
+        d_draws = max(1, min(b_draws, num_draws // POINT_TO_REPLICATE_DRAWS))
+
     notify("simulating arms")
     values, curves, outcome = arm_effects(
         model, estimands.layout, spec, fitted.params, arms, sim_key, *common, num_draws, chunk_size
     )
-    low = high = curves_low = curves_high = b_draws = None
+    rows = effect_rows(estimands.layout, spec)
+    low = high = curves_low = curves_high = None
     if fitted.bootstrap:
-        b_draws = bootstrap_draws or min(num_draws, DEFAULT_BOOTSTRAP_DRAWS)
         notify(f"simulating {fitted.bootstrap} bootstrap replicates")
         low, high, curves_low, curves_high = _replicate_intervals(
-            fitted, estimands.layout, spec, arms, boot_sim_key, b_draws, chunk_size, ci_level
+            fitted,
+            estimands.layout,
+            spec,
+            arms,
+            boot_sim_key,
+            b_draws,
+            chunk_size,
+            ci_level,
+            rows,
+            np.asarray(values),
+            None if d_draws >= b_draws else d_draws,
         )
 
-    rows = effect_rows(estimands.layout, spec)
     undefined = _undefined_ratios(estimands.layout, rows, np.asarray(values), low, high)
     if low is not None:
         for i in undefined:
@@ -436,10 +491,12 @@ def effects(
             "effects": effects,
             "num_draws": num_draws,
             "bootstrap_draws": b_draws,
+            "distance_draws": d_draws,
             "ci_level": ci_level,
-            "ci_method": "percentile" if fitted.bootstrap else None,
+            "ci_method": CI_METHOD if fitted.bootstrap else None,
+            "intervals": _interval_rules(spec) if fitted.bootstrap else None,
             "seed": seed,
-            "energy_convention": "2E|X-Y| - E|X-X'| - E|Y-Y'| (scipy's energy_distance squared)",
+            "energy_convention": ENERGY_CONVENTION,
             "undefined": [
                 {"effect": rows[i].effect, "what": what, "reason": reason}
                 for i, (what, reason) in undefined.items()
@@ -480,6 +537,13 @@ def effects(
     )
 
 
+def _interval_rules(spec: FunctionalSpec) -> dict[str, str]:
+    """``meta["intervals"]``: the interval rule of each functional in the table."""
+    rules = dict.fromkeys(("mean", "quantile", "cdf"), PERCENTILE_RULE)
+    rules.update(dict.fromkeys(spec.distances, DISTANCE_RULE))
+    return rules
+
+
 def _replicate_intervals(
     fitted: FittedMediation,
     layout: EffectLayout,
@@ -489,10 +553,15 @@ def _replicate_intervals(
     num_draws: int,
     chunk_size: int,
     ci_level: float,
+    rows: Sequence,
+    estimates: np.ndarray,
+    distance_draws: int | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Percentile bounds of every row and curve over the stored replicates (diverged ones out).
+    """Bootstrap bounds of every row and curve over the stored replicates (diverged ones out).
 
     Each replicate is simulated with its own key and its resample's covariate distribution.
+    Scalar functionals and the curves get percentile bounds; distance rows get
+    :func:`~dcma_jax.inference.distance_interval` about their point ``estimates``.
     """
     arr = model_arrays(fitted)
     values, curves = replicate_effects(
@@ -508,9 +577,15 @@ def _replicate_intervals(
         arr["scale"],
         num_draws,
         chunk_size,
+        distance_draws,
     )
     kept = fitted.kept_replicates
-    low, high = percentile_interval(np.asarray(values)[kept], ci_level)
+    values = np.asarray(values)[kept]
+    low, high = percentile_interval(values, ci_level)
+    for name in spec.distances:
+        at = np.array([r.functional == name for r in rows])
+        upper = 1.0 if name == "ks" else np.inf
+        low[at], high[at] = distance_interval(values[:, at], estimates[at], ci_level, upper)
     curves_low, curves_high = percentile_interval(np.asarray(curves)[kept], ci_level)
     return low, high, curves_low, curves_high
 

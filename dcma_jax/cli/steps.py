@@ -398,7 +398,8 @@ def report(
         out("\n".join([*selection_lines(meta["generator_selection"]), ""]))
     bootstrap = meta["bootstrap"]
     interval = (
-        f"{bootstrap} bootstrap replicates, {meta['ci_level']:.0%} percentile intervals"
+        f"{bootstrap} bootstrap replicates, {meta['ci_level']:.0%} percentile intervals "
+        "(distances: lower bound 0 where a zero distance is plausible)"
         if bootstrap
         else "no intervals (--bootstrap 0)"
     )
