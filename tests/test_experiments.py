@@ -49,7 +49,7 @@ def test_jobs_runs_quick(tmp_path, monkeypatch, capsys):
     runpy.run_path(path, run_name="__main__")
     out = capsys.readouterr().out
     assert "NIE_treated" in out
-    assert "SensitivityError" in out  # the binary mediator is refused, as documented
+    assert "binary-mediator sensitivity breakpoints" in out  # the latent-score model runs
 
 
 def test_nhefs_runs_quick(tmp_path, monkeypatch, capsys):
