@@ -80,6 +80,21 @@ def mediation_data(df, mediator, covariates) -> dj.MediationData:
     )
 
 
+def mean_breakpoints(fitted, quick: bool, draws: int) -> pd.DataFrame:
+    """Zero crossings of the mean effects' sensitivity curves (none computed when quick)."""
+    sens = fitted.sensitivity(
+        rho_grid=(-0.5, 0.0, 0.5) if quick else np.round(np.linspace(-0.9, 0.9, 19), 2),
+        quantiles=(),
+        cdf_points=(),
+        distances=(),
+        num_draws=draws if quick else 20_000,
+        bootstrap_draws=draws if quick else 2_000,
+        breakpoints=not quick,
+    )
+    bp = sens.breakpoints
+    return bp[bp.functional == "mean"].reset_index(drop=True) if len(bp) else bp
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="B = 5, 2000 draws, short mdn")
@@ -117,18 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     t_linear = time.perf_counter() - started
 
     # --- sensitivity of the linear model -----------------------------------------------
-    sens = linear.sensitivity(
-        rho_grid=(-0.5, 0.0, 0.5) if args.quick else np.round(np.linspace(-0.9, 0.9, 19), 2),
-        quantiles=(),
-        cdf_points=(),
-        distances=(),
-        num_draws=draws if args.quick else 20_000,
-        bootstrap_draws=draws if args.quick else 2_000,
-        breakpoints=not args.quick,
-    )
-    bp = sens.breakpoints
-    if len(bp):
-        bp = bp[bp.functional == "mean"].reset_index(drop=True)
+    bp = mean_breakpoints(linear, args.quick, draws)
     print(bp.to_string(), flush=True)
     rho_corr, rho_param = breakpoint_formulas(df, "treat", "job_seek", "depress2", covs)
     acme_rho = float("nan")
@@ -179,18 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     print(b_check.to_string(), flush=True)
     # The probit mediator enters the sensitivity model through its latent normal score
     # (medsens' probit-mediator / linear-outcome case; see dcma_jax.sensitivity).
-    b_sens = b_lin_fit.sensitivity(
-        rho_grid=(-0.5, 0.0, 0.5) if args.quick else np.round(np.linspace(-0.9, 0.9, 19), 2),
-        quantiles=(),
-        cdf_points=(),
-        distances=(),
-        num_draws=draws if args.quick else 20_000,
-        bootstrap_draws=draws if args.quick else 2_000,
-        breakpoints=not args.quick,
-    )
-    b_bp = b_sens.breakpoints
-    if len(b_bp):
-        b_bp = b_bp[b_bp.functional == "mean"].reset_index(drop=True)
+    b_bp = mean_breakpoints(b_lin_fit, args.quick, draws)
     print(f"binary-mediator sensitivity breakpoints:\n{b_bp.to_string()}", flush=True)
     elapsed = time.perf_counter() - started
 
