@@ -183,7 +183,8 @@ def report(raw: pd.DataFrame, truth: pd.DataFrame, raw_name: str) -> str:
         f"rows in `{raw_name}` by `--report`. Every data set is an independent draw "
         "of the SCM; truths come from the structural equations with 1e6 shared draws.",
         "",
-        f"Settings: bootstrap B = {_values(raw.bootstrap)} (percentile intervals), "
+        f"Settings: bootstrap B = {_values(raw.bootstrap)} (0: no intervals, coverage nan; "
+        "else the effects query's intervals), "
         f"{_values(raw.draws)} draws per arm for the point estimate and for each replicate, "
         "default `TrainConfig`, fit and simulation seed = data-set index.",
         "",
