@@ -19,6 +19,20 @@ from dcma_jax.training import fit_model
 FAST = dj.TrainConfig(max_epochs=10, patience=5)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drops JAX's compiled programs after each test file.
+
+    Late in the whole suite, after thousands of programs in one process, XLA's CPU compiler
+    crashed (a segfault twice, then an abort) in whichever test compiled next; each test
+    passed alone. The suspected cause, not measured, is the memory mappings the executables
+    hold (Linux allows a process 65,530). Session fixtures keep their arrays; only programs
+    are recompiled where a later file needs them.
+    """
+    yield
+    jax.clear_caches()
+
+
 @pytest.fixture(scope="session")
 def default_data():
     return dj.load_default_study()
