@@ -151,7 +151,7 @@ def node_diagnostics(fitted: FittedMediation, num_samples: int = NUM_SAMPLES) ->
     return out
 
 
-def _chain_log_density(
+def chain_log_density(
     model: Model, params: tuple, codes: jax.Array, mediators: jax.Array, x: jax.Array
 ) -> jax.Array:
     """``sum_j log f_j(m_j | a_j, m_parents, x)`` per draw: ``(N,)``."""
@@ -179,8 +179,8 @@ def _ess_fractions(
     x = covariates[draws.rows]
 
     def one(outcome_code, chain_codes, mediators):
-        own = _chain_log_density(model, params, chain_codes, mediators, x)
-        under_a = _chain_log_density(
+        own = chain_log_density(model, params, chain_codes, mediators, x)
+        under_a = chain_log_density(
             model, params, jnp.full_like(chain_codes, outcome_code), mediators, x
         )
         log_mean_ratio = logsumexp(own - under_a) - jnp.log(num_draws)

@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from dcma_jax import diagnostics, influence, queries, sensitivity
+from dcma_jax import diagnostics, influence, queries, robust, sensitivity
 from dcma_jax.data import MediationData
 from dcma_jax.errors import ArgumentError
 from dcma_jax.graph import resolve_parents
@@ -35,6 +35,7 @@ from dcma_jax.inference import (
     fit_bootstrap,
 )
 from dcma_jax.model import GeneratorChoice, Model, build_model
+from dcma_jax.robust import CrossFit, fit_crossfit
 from dcma_jax.selection import report_entries, select_generators
 from dcma_jax.training import FitInfo, TrainConfig, fit_model, replicate_keys
 
@@ -49,6 +50,7 @@ class FitSettings:
       seed: the seed fitting used; queries use it unless given another.
       bootstrap: number of bootstrap replicates ``B``.
       block_size: replicates fitted (and checkpointed) together.
+      crossfit: folds of the one-step estimator's cross-fitted nuisances (0: none).
     """
 
     link: str = "logit"
@@ -56,6 +58,7 @@ class FitSettings:
     seed: int = 0
     bootstrap: int = 0
     block_size: int = DEFAULT_BLOCK_SIZE
+    crossfit: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +105,7 @@ class FitReport:
 
 @functools.partial(
     jax.tree_util.register_dataclass,
-    data_fields=["params", "replicate_params", "replicate_counts"],
+    data_fields=["params", "replicate_params", "replicate_counts", "crossfit"],
     meta_fields=["model", "data", "settings", "report"],
 )
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +120,8 @@ class FittedMediation:
       data: the observed data the model was fitted to.
       settings: how it was fitted (:class:`FitSettings`).
       report: diagnostics of the fit (:class:`FitReport`).
+      crossfit: the one-step estimator's cross-fitted nuisances
+        (:class:`~dcma_jax.robust.CrossFit`), or ``None``.
 
     Example:
       >>> fitted = dj.fit(data, generators="linear", bootstrap=50, seed=0)  # doctest: +SKIP
@@ -131,6 +136,7 @@ class FittedMediation:
     data: MediationData
     settings: FitSettings
     report: FitReport
+    crossfit: CrossFit | None = None
 
     @property
     def seed(self) -> int:
@@ -155,6 +161,7 @@ class FittedMediation:
     diagnostics = diagnostics.node_diagnostics
     sensitivity = sensitivity.sensitivity
     influence = influence.influence
+    onestep = robust.onestep_query
 
     # ---- description and persistence ------------------------------------------------------
 
@@ -178,6 +185,10 @@ class FittedMediation:
                 for node in model.graph.mediators
             },
             "bootstrap": self.bootstrap,
+            "crossfit_folds": self.settings.crossfit or None,
+            "propensity": (
+                None if self.crossfit is None else type(self.crossfit.propensity_generator).__name__
+            ),
             "fit_seed": self.seed,
             "epochs": {node.name: e for node, e in zip(nodes, report.epochs, strict=True)},
             "bootstrap_epochs": [list(e) for e in report.replicate_epochs] or None,
@@ -207,6 +218,11 @@ def fit_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     return fit_key, row_key, boot_fit_key
 
 
+def crossfit_key(seed: int) -> jax.Array:
+    """The key of the fold deal and fold fits of a seed (apart from :func:`fit_keys`')."""
+    return jax.random.fold_in(fit_keys(seed)[0], 11)
+
+
 def fit(
     data: MediationData,
     *,
@@ -218,6 +234,8 @@ def fit(
     seed: int = 0,
     block_size: int = DEFAULT_BLOCK_SIZE,
     checkpoint: str | Path | None = None,
+    crossfit: int = 0,
+    propensity: GeneratorChoice = "linear",
     progress: Callable[[str], None] | None = None,
 ) -> FittedMediation:
     """Fits the mediation model once: every node's generator, and ``B`` bootstrap replicates.
@@ -240,6 +258,12 @@ def fit(
         finish, and the finished model at the end. If it holds an unfinished fit of the same
         data and settings, the fit resumes after its last finished block and ends with exactly
         the numbers of an uninterrupted fit.
+      crossfit: ``K >= 2`` folds: also fit the one-step estimator's nuisances on each fold's
+        complement (:func:`dcma_jax.robust.fit_crossfit`; binary treatment), so that
+        ``effects(estimator="onestep")`` can be asked; 0 (default): none.
+      propensity: family of the propensity model ``P(A = 1 | X)`` and of the classifier
+        ``P(A = 1 | M, X)`` used with ``crossfit`` (``"linear"``: logistic GLM; ``"mdn"``:
+        Bernoulli MLP; or a binary generator instance).
       progress: called with a stage description before each stage (the CLI's progress bar).
 
     Returns:
@@ -253,6 +277,8 @@ def fit(
         raise ArgumentError(f"bootstrap must be >= 0, got {bootstrap}")
     if block_size < 1:
         raise ArgumentError(f"block_size must be positive, got {block_size}")
+    if crossfit < 0 or crossfit == 1:
+        raise ArgumentError(f"crossfit must be 0 (none) or at least 2 folds, got {crossfit}")
     notify = progress or (lambda _: None)
     started = time.perf_counter()
     fit_key, row_key, boot_fit_key = fit_keys(seed)
@@ -268,7 +294,7 @@ def fit(
     )
     # A block never holds more than B replicates (a short last block is padded).
     block_size = min(int(block_size), int(bootstrap)) if bootstrap else int(block_size)
-    settings = FitSettings(link, config, int(seed), int(bootstrap), block_size)
+    settings = FitSettings(link, config, int(seed), int(bootstrap), block_size, int(crossfit))
     store = None
     if checkpoint is not None:
         from dcma_jax.persistence import Checkpoint
@@ -298,9 +324,21 @@ def fit(
             model, data, keys, counts, config, block_size, finished, on_block, notify
         )
         diverged = diverged_replicates(model, boot_infos)
+    nuisances = None
+    if crossfit:
+        notify(f"cross-fitting {crossfit} folds")
+        nuisances = fit_crossfit(
+            model,
+            data,
+            crossfit_key(seed),
+            config,
+            folds=crossfit,
+            propensity=propensity,
+            link=link,
+        )
     report = FitReport.from_infos(infos, boot_infos, time.perf_counter() - started, diverged)
     report = dataclasses.replace(report, selection=selection)
-    fitted = FittedMediation(params, boot_params, counts, model, data, settings, report)
+    fitted = FittedMediation(params, boot_params, counts, model, data, settings, report, nuisances)
     if store is not None:
         store.finish(fitted)
     return fitted

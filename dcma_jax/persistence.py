@@ -10,6 +10,8 @@ A saved model is a folder::
     params.msgpack                 point-fit parameters and fit diagnostics
     replicates/block_NNNNN.msgpack each block of bootstrap replicates: parameters, diagnostics
                                    and row counts
+    crossfit.msgpack               with ``crossfit=K``: the one-step estimator's per-fold
+                                   nuisance parameters and each row's fold
 
 Arrays are written with ``flax.serialization`` (msgpack). Every file is written to a temporary
 name and renamed, so a file that exists is whole; the manifest is rewritten after each file
@@ -50,6 +52,7 @@ SPEC = "spec.json"
 DATA = "data.msgpack"
 PARAMS = "params.msgpack"
 BLOCKS = "replicates"
+CROSSFIT = "crossfit.msgpack"
 
 __all__ = ["Checkpoint", "ModelFileError", "load", "save"]
 
@@ -132,21 +135,15 @@ def _variable_spec(var: Variable) -> dict:
 
 def model_spec(model: Model, data: MediationData, settings: FitSettings) -> dict:
     """Everything but the arrays that defines a fit, as JSON (also its resume identity)."""
-    nodes = []
-    for node, generator in zip(model.graph.nodes, model.generators, strict=True):
-        cls = type(generator)
-        nodes.append(
-            {
-                "name": node.name,
-                "kind": node.kind,
-                "parents": list(node.parents),
-                "generator": {
-                    "registry_name": cls.registry_name,
-                    "class": f"{cls.__module__}.{cls.__qualname__}",
-                    "fields": _generator_fields(generator),
-                },
-            }
-        )
+    nodes = [
+        {
+            "name": node.name,
+            "kind": node.kind,
+            "parents": list(node.parents),
+            "generator": _generator_spec(generator),
+        }
+        for node, generator in zip(model.graph.nodes, model.generators, strict=True)
+    ]
     return {
         "nodes": nodes,
         "treatment_levels": model.graph.treatment_levels,
@@ -165,7 +162,17 @@ def model_spec(model: Model, data: MediationData, settings: FitSettings) -> dict
             "seed": settings.seed,
             "bootstrap": settings.bootstrap,
             "block_size": settings.block_size,
+            "crossfit": settings.crossfit,
         },
+    }
+
+
+def _generator_spec(generator: Generator) -> dict:
+    cls = type(generator)
+    return {
+        "registry_name": cls.registry_name,
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "fields": _generator_fields(generator),
     }
 
 
@@ -450,6 +457,17 @@ def _replicate_infos(fitted: FittedMediation) -> list[tuple[FitInfo, ...]]:
 
 def _finish(folder: _Folder, manifest: dict, spec: dict, fitted: FittedMediation) -> None:
     report = dataclasses.asdict(fitted.report)
+    if fitted.crossfit is not None:
+        cf = fitted.crossfit
+        spec = {**spec, "crossfit": {"generator": _generator_spec(cf.propensity_generator)}}
+        state = {
+            "params": [serialization.to_state_dict(p) for p in cf.params],
+            "classifier": serialization.to_state_dict(cf.classifier),
+            "folds": np.asarray(cf.folds, np.int32),
+        }
+        if cf.propensity is not None:
+            state["propensity"] = serialization.to_state_dict(cf.propensity)
+        folder.write(manifest, CROSSFIT, serialization.msgpack_serialize(state))
     folder.write(manifest, SPEC, _spec_document(spec, _plain_tree(report)))
     manifest["complete"] = True
     _write_atomic(folder.path / MANIFEST, json.dumps(manifest, indent=1).encode())
@@ -518,6 +536,7 @@ def _settings_from_spec(spec: dict, where: str) -> FitSettings:
             int(f["seed"]),
             int(f["bootstrap"]),
             int(f["block_size"]),
+            int(f.get("crossfit", 0)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{where}: {SPEC} has no valid fit settings ({exc})") from None
@@ -567,7 +586,52 @@ def load(directory: str | Path) -> FittedMediation:
         report = FitReport(**fields, selection=_selection_value(saved.get("selection", [])))
     except (KeyError, TypeError, ValueError):
         raise ModelFileError(f"{folder.where}: {SPEC} has no valid fit report") from None
-    return FittedMediation(params, replicate_params, counts, model, data, settings, report)
+    crossfit = None
+    if settings.crossfit:
+        crossfit = _crossfit(folder, manifest, spec, model, data, settings.crossfit, template)
+    return FittedMediation(
+        params, replicate_params, counts, model, data, settings, report, crossfit
+    )
+
+
+def _crossfit(
+    folder: _Folder,
+    manifest: dict,
+    spec: dict,
+    model: Model,
+    data: MediationData,
+    folds: int,
+    template: tuple,
+) -> Any:
+    """The one-step estimator's cross-fitted nuisances, shapes checked against the spec."""
+    from dcma_jax.robust import CrossFit
+
+    where = f"{folder.where}: {CROSSFIT}"
+    try:
+        entry = {"name": "propensity", "kind": "binary", **spec["crossfit"]}
+        state = serialization.msgpack_restore(folder.read(manifest, CROSSFIT))
+        nodes = [state["params"][str(j)] for j in range(len(state["params"]))]
+        fold_of = np.asarray(state["folds"], np.int32)
+    except (KeyError, TypeError, ValueError):
+        raise ModelFileError(f"{where}: missing or malformed cross-fitted nuisances") from None
+    generator = _generator_from_spec(entry, where)
+    if len(nodes) != len(template) or fold_of.shape != (data.n,) or fold_of.max() != folds - 1:
+        raise ModelFileError(f"{where}: does not match the spec ({folds} folds, {data.n} rows)")
+    params = tuple(
+        _check_tree(where, f"node {j} parameters", e, t, (folds,))
+        for j, (e, t) in enumerate(zip(nodes, template, strict=True))
+    )
+
+    def restored(name: str, width: int) -> Any:
+        if name not in state:
+            raise ModelFileError(f"{where}: holds no {name} parameters")
+        shape = jax.eval_shape(lambda: init_params(generator, jax.random.key(0), width))
+        return _check_tree(where, f"{name} parameters", state[name], shape, (folds,))
+
+    p, k = model.num_covariates, model.graph.num_mediators
+    propensity = restored("propensity", p) if p else None
+    classifier = restored("classifier", k + p)
+    return CrossFit(params, propensity, classifier, jnp.asarray(fold_of), generator, generator)
 
 
 def _report_value(value: Any) -> Any:

@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from jax.sharding import Mesh
 
-from dcma_jax import diagnostics
+from dcma_jax import devices, diagnostics, robust
 from dcma_jax.arms import Arm, Arms, parse_arms
 from dcma_jax.data import MediationData
 from dcma_jax.errors import ArgumentError
@@ -48,6 +49,7 @@ CURVE_LEVELS = np.linspace(0.02, 0.98, 49)
 PLOT_DRAWS = 20_000
 DEFAULT_DRAWS = 100_000
 DEFAULT_BOOTSTRAP_DRAWS = 20_000
+ESTIMATORS = ("plugin", "onestep")
 #: The point estimate's draws per arm over the draws per block of a replicate's Wasserstein and
 #: KS values (at least): see :func:`effects`.
 POINT_TO_REPLICATE_DRAWS = 4
@@ -69,7 +71,7 @@ ENERGY_CONVENTION = (
 # --------------------------------------------------------------------------------------------
 
 
-_STATIC = ("model", "layout", "spec", "num_draws", "chunk_size", "distance_draws")
+_STATIC = ("model", "layout", "spec", "num_draws", "chunk_size", "distance_draws", "mesh")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
@@ -87,17 +89,22 @@ def arm_effects(
     num_draws: int,
     chunk_size: int = DEFAULT_CHUNK,
     distance_draws: int | None = None,
+    mesh: Mesh | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Simulates the arms and evaluates every effect row and quantile-effect curve.
 
     ``distance_draws``: draws per block of the Wasserstein and KS rows (see
-    :func:`~dcma_jax.estimands.effect_values`; default all ``num_draws``).
+    :func:`~dcma_jax.estimands.effect_values`; default all ``num_draws``). ``mesh``: the
+    devices the Monte Carlo chunks are split across (default every device; see
+    :func:`~dcma_jax.simulate.simulate_packed`).
 
     Returns:
       ``(values, curves, outcome)``: effect values in row order, quantile-effect curves on
       :data:`CURVE_LEVELS`, and the arms' outcome draws in original units.
     """
-    draws = simulate_packed(model, params, key, covariates, weights, arms, num_draws, chunk_size)
+    draws = simulate_packed(
+        model, params, key, covariates, weights, arms, num_draws, chunk_size, mesh=mesh
+    )
     outcome = draws.outcome * outcome_scale + outcome_center
     values = effect_values(layout, spec, outcome, distance_draws)
     return values, quantile_curves(layout, outcome, CURVE_LEVELS), outcome
@@ -118,36 +125,50 @@ def replicate_effects(
     num_draws: int,
     chunk_size: int = DEFAULT_CHUNK,
     distance_draws: int | None = None,
+    mesh: Mesh | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """:func:`arm_effects` for each bootstrap replicate, one after another under ``lax.map``.
 
     ``params``, ``keys`` and ``weights`` carry a leading replicate axis; replicates run in
-    sequence so memory stays that of one replicate.
+    sequence so memory stays that of one replicate per device. ``mesh`` (default every
+    device): the replicates are split across its devices
+    (:func:`~dcma_jax.devices.map_over_devices`), each simulated on one device with its own
+    key, so the values do not depend on the number of devices.
 
     Returns:
       ``(values (B, rows), curves (B, n_contrasts, n_levels))``.
     """
 
-    def one(args):
-        p, key, w = args
-        values, curves, _ = arm_effects(
-            model,
-            layout,
-            spec,
-            p,
-            arms,
-            key,
-            covariates,
-            w,
-            outcome_center,
-            outcome_scale,
-            num_draws,
-            chunk_size,
-            distance_draws,
-        )
-        return values, curves
+    def replicates(batched, shared):
+        arms, covariates, outcome_center, outcome_scale = shared
 
-    return jax.lax.map(one, (params, keys, weights))
+        def one(args):
+            p, key, w = args
+            values, curves, _ = arm_effects(
+                model,
+                layout,
+                spec,
+                p,
+                arms,
+                key,
+                covariates,
+                w,
+                outcome_center,
+                outcome_scale,
+                num_draws,
+                chunk_size,
+                distance_draws,
+                # A replicate runs whole on the device that holds it.
+                mesh=devices.device_mesh(1),
+            )
+            return values, curves
+
+        return jax.lax.map(one, batched)
+
+    shared = (arms, covariates, outcome_center, outcome_scale)
+    return devices.map_over_devices(
+        replicates, devices.resolve(mesh), (params, keys, weights), shared
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_draws", "chunk_size", "method"))
@@ -372,6 +393,9 @@ def effects(
     seed: int | None = None,
     chunk_size: int = DEFAULT_CHUNK,
     dose_grid: Sequence[float] | None = None,
+    estimator: str = "plugin",
+    density_ratio: str = "auto",
+    draws_per_row: int = robust.DEFAULT_DRAWS_PER_ROW,
     progress: Callable[[str], None] | None = None,
 ) -> MediationResult:
     """Effects with bootstrap intervals from the stored replicates; nothing is refitted.
@@ -418,6 +442,16 @@ def effects(
       dose_grid: continuous treatment only: treatment values (original units) at which to
         report the mean dose-response ``E[Y(a, M(a'))]`` and the local direct and indirect
         effects (derivatives by ``jax.grad``) in ``meta["dose_response"]``.
+      estimator: ``"plugin"`` (the default) or ``"onestep"``: the mean, CDF and quantile rows
+        (and proportions mediated) by the cross-fitted one-step estimator of
+        :mod:`dcma_jax.robust` with influence-function intervals (needs a fit with
+        ``crossfit=K``, a binary treatment and natural effects); distance rows stay plug-in.
+        The plug-in estimates of the replaced rows go to ``meta["onestep"]``, the propensity's
+        positivity diagnostic to ``meta["diagnostics"]["positivity"]``.
+      density_ratio: one-step only: the mediator density ratio from the generators'
+        log-densities (``"density"``), from a classifier of ``A`` on ``(M, X)``
+        (``"classifier"``), or ``"auto"`` (densities where every mediator has one).
+      draws_per_row: one-step only: Monte Carlo draws per row of the outcome regressions.
       progress: called with a stage description before each stage.
 
     Returns:
@@ -435,6 +469,8 @@ def effects(
     data, model = fitted.data, fitted.model
     if dose_grid is not None and data.treatment_var.kind != "continuous":
         raise ArgumentError("dose_grid needs a continuous treatment")
+    if estimator not in ESTIMATORS:
+        raise ArgumentError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     notify = progress or (lambda _: None)
     started = time.perf_counter()
     seed = fitted.seed if seed is None else int(seed)
@@ -444,6 +480,8 @@ def effects(
     estimands = build_estimands(
         data, model, effects, treatment_values, reference, path_specific, path_reference
     )
+    if estimator == "onestep":
+        robust.check_onestep(fitted, estimands)
     sim_key, boot_sim_key, dose_key = query_keys(seed)
     arr = model_arrays(fitted)
     arms = Arms.pack(estimands.arms, float_dtype())
@@ -480,6 +518,28 @@ def effects(
             None if d_draws >= b_draws else d_draws,
         )
 
+    extra_meta = {}
+    if estimator == "onestep":
+        notify(f"one-step correction ({fitted.settings.crossfit} folds)")
+        plugin = {"values": values, "low": low, "high": high, "outcome": outcome}
+        merged, extra_meta = robust.onestep_effects(
+            fitted,
+            estimands,
+            spec,
+            rows,
+            plugin,
+            key=jax.random.fold_in(sim_key, 3),
+            ci_level=ci_level,
+            curve_levels=CURVE_LEVELS,
+            density_ratio=density_ratio,
+            draws_per_row=draws_per_row,
+        )
+        values, low, high = merged["values"], merged["low"], merged["high"]
+        curves, curves_low, curves_high = (
+            merged["curves"],
+            merged["curves_low"],
+            merged["curves_high"],
+        )
     undefined = _undefined_ratios(estimands.layout, rows, np.asarray(values), low, high)
     if low is not None:
         for i in undefined:
@@ -493,8 +553,9 @@ def effects(
             "bootstrap_draws": b_draws,
             "distance_draws": d_draws,
             "ci_level": ci_level,
+            "estimator": estimator,
             "ci_method": CI_METHOD if fitted.bootstrap else None,
-            "intervals": _interval_rules(spec) if fitted.bootstrap else None,
+            "intervals": _interval_rules(spec, fitted.bootstrap, estimator),
             "seed": seed,
             "energy_convention": ENERGY_CONVENTION,
             "undefined": [
@@ -515,6 +576,9 @@ def effects(
         "nodes": diagnostics.node_diagnostics(fitted),
         "overlap": diagnostics.overlap(fitted, estimands, key=jax.random.fold_in(sim_key, 2)),
     }
+    if estimator == "onestep":
+        meta["onestep"] = extra_meta["onestep"]
+        meta["diagnostics"]["positivity"] = extra_meta["positivity"]
     if dose_grid is not None:
         notify("dose-response and local effects")
         meta["dose_response"] = dose_response(
@@ -537,11 +601,15 @@ def effects(
     )
 
 
-def _interval_rules(spec: FunctionalSpec) -> dict[str, str]:
-    """``meta["intervals"]``: the interval rule of each functional in the table."""
-    rules = dict.fromkeys(("mean", "quantile", "cdf"), PERCENTILE_RULE)
-    rules.update(dict.fromkeys(spec.distances, DISTANCE_RULE))
-    return rules
+def _interval_rules(spec: FunctionalSpec, bootstrap: int, estimator: str) -> dict | None:
+    """``meta["intervals"]``: the interval rule of each functional in the table (or ``None``)."""
+    rules = {}
+    if bootstrap:
+        rules = dict.fromkeys(("mean", "quantile", "cdf"), PERCENTILE_RULE)
+        rules.update(dict.fromkeys(spec.distances, DISTANCE_RULE))
+    if estimator == "onestep":
+        rules.update(robust.INTERVAL_RULES)
+    return rules or None
 
 
 def _replicate_intervals(

@@ -12,6 +12,14 @@ truths come from the structural equations with shared noise (:class:`SyntheticSt
 * ``binary_mediator`` -- a probit mediator and an ``A x M`` interaction in the outcome.
 * ``binary_outcome``  -- a probit outcome of a continuous mediator.
 * ``two_mediators``   -- two sequential linear-Gaussian mediators (natural effects of the block).
+
+:data:`ROBUSTNESS_STUDIES` are the one-step estimator's test bed (:mod:`dcma_jax.robust`): a
+logistic propensity throughout, so that a logistic GLM propensity is right, and one of the
+linear family's two models wrong:
+
+* ``linear``                -- both right (the one-step should cost little variance);
+* ``outcome_misspecified``  -- ``Y`` has ``A x M`` and ``M^2`` terms; the mediator is linear;
+* ``mediator_misspecified`` -- ``M`` is log-normal; ``Y`` is linear-Gaussian in ``(A, M, X)``.
 """
 
 from __future__ import annotations
@@ -83,6 +91,15 @@ def _interaction_outcome(a, m, cov, eps):
     )
 
 
+def _quadratic_outcome(a, m, cov, eps):
+    mm = m[:, 0]
+    return 0.3 + 0.5 * a + 0.7 * mm + 0.8 * a * mm + 0.4 * mm**2 + 0.3 * cov["X"] + eps
+
+
+def _lognormal_mediator(a, cov, eps):
+    return np.exp(0.6 * a + 0.3 * cov["X"] + 0.6 * eps[:, 0])[:, None]
+
+
 def _binary_mediator(a, cov, eps):
     return (eps[:, 0] < -0.2 + 0.9 * a + 0.5 * cov["X"]).astype(np.float64)[:, None]
 
@@ -151,4 +168,21 @@ RECOVERY_STUDIES: dict[str, SyntheticStudy | SequentialStudy] = {
         _binary_outcome,
     ),
     "two_mediators": TWO_MEDIATORS,
+}
+
+
+ROBUSTNESS_STUDIES: dict[str, SyntheticStudy] = {
+    "linear": RECOVERY_STUDIES["linear"],
+    "outcome_misspecified": _study(
+        "outcome_misspecified",
+        "M = 0.5 + 0.6 A + 0.5 X + e, Y = 0.3 + 0.5 A + 0.7 M + 0.8 A M + 0.4 M^2 + 0.3 X + e.",
+        _linear_mediator,
+        _quadratic_outcome,
+    ),
+    "mediator_misspecified": _study(
+        "mediator_misspecified",
+        "M = exp(0.6 A + 0.3 X + 0.6 e) (log-normal), Y = 0.3 + 0.5 A + 0.7 M + 0.3 X + e.",
+        _lognormal_mediator,
+        _linear_outcome,
+    ),
 }
