@@ -279,6 +279,8 @@ def fit(
         raise ArgumentError(f"block_size must be positive, got {block_size}")
     if crossfit < 0 or crossfit == 1:
         raise ArgumentError(f"crossfit must be 0 (none) or at least 2 folds, got {crossfit}")
+    if crossfit:
+        robust.check_crossfit(data, crossfit)
     notify = progress or (lambda _: None)
     started = time.perf_counter()
     fit_key, row_key, boot_fit_key = fit_keys(seed)

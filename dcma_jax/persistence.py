@@ -467,6 +467,7 @@ def _finish(folder: _Folder, manifest: dict, spec: dict, fitted: FittedMediation
         }
         if cf.propensity is not None:
             state["propensity"] = serialization.to_state_dict(cf.propensity)
+        state = serialization.to_state_dict(state)
         folder.write(manifest, CROSSFIT, serialization.msgpack_serialize(state))
     folder.write(manifest, SPEC, _spec_document(spec, _plain_tree(report)))
     manifest["complete"] = True

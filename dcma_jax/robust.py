@@ -143,6 +143,17 @@ def _contexts(data: MediationData) -> tuple[jax.Array, jax.Array | None, jax.Arr
     return a, (x if x.shape[1] else None), mx
 
 
+def check_crossfit(data: MediationData, folds: int) -> None:
+    """Refuses cross-fitting the data cannot support, in one line naming the problem."""
+    if data.treatment_var.kind != "binary":
+        raise ArgumentError(
+            "cross-fitting for the one-step estimator needs a binary treatment, "
+            f"got a {data.treatment_var.kind} one"
+        )
+    if not 2 <= folds <= data.n // 10:
+        raise ArgumentError(f"folds must be between 2 and n / 10 = {data.n // 10}, got {folds}")
+
+
 def fit_crossfit(
     model: Model,
     data: MediationData,
@@ -169,13 +180,7 @@ def fit_crossfit(
       ArgumentError: a non-binary treatment, or too few folds or rows.
       TrainingError: a fold's fit diverged (the message names node and fold).
     """
-    if data.treatment_var.kind != "binary":
-        raise ArgumentError(
-            "cross-fitting for the one-step estimator needs a binary treatment, "
-            f"got a {data.treatment_var.kind} one"
-        )
-    if not 2 <= folds <= data.n // 10:
-        raise ArgumentError(f"folds must be between 2 and n / 10 = {data.n // 10}, got {folds}")
+    check_crossfit(data, folds)
     fold_key, node_key, prop_key = jax.random.split(key, 3)
     fold_of = fold_assignment(fold_key, np.asarray(data.treatment), folds)
     counts = jnp.asarray(fold_of[None, :] != np.arange(folds)[:, None], float_dtype())

@@ -1,0 +1,233 @@
+"""The one-step estimator (dcma_jax.robust) against closed forms and the true SCMs.
+
+Statistical checks fit several data sets per SCM (fixed seeds) and compare with the truth
+computed from the structural equations (``SyntheticStudy.true_effects``, 1e6 shared draws):
+the one-step estimate must be unbiased within sampling error, its influence-function standard
+error calibrated, and the plug-in's bias on a misspecified model must be visible at the same
+sample size (so the test can fail both ways).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+import dcma_jax as dj
+from dcma_jax import robust
+from dcma_jax.datasets.recovery import RECOVERY_STUDIES, ROBUSTNESS_STUDIES
+from dcma_jax.errors import ArgumentError
+from dcma_jax.estimands import FunctionalSpec, natural_effects
+
+ARMS = ("Y(1,M(1))", "Y(1,M(0))", "Y(0,M(1))", "Y(0,M(0))")
+#: effect -> (arm, reference) in ARMS.
+EFFECTS = {"TE": (0, 3), "NDE_control": (1, 3), "NIE_treated": (0, 1)}
+SEEDS = (0, 1, 2, 3)
+N = 1500
+
+
+def _data(frame):
+    return dj.MediationData.from_dataframe(
+        frame, treatment="A", mediators=["M"], outcome="Y", covariates=["X"]
+    )
+
+
+def _truths(study, points):
+    """True means and CDFs at ``points`` of the four arms' effects, from the SCM."""
+    spec = FunctionalSpec((), tuple(points), ())
+    return study.true_effects(natural_effects(["M"]), spec)
+
+
+def _z_scores(name: str, density_ratio: str = "auto") -> dict[str, np.ndarray]:
+    """Per effect row, over SEEDS: (one-step - truth) / SE and (plug-in - truth) / SE."""
+    study = ROBUSTNESS_STUDIES[name]
+    points = (1.0,)  # near every SCM's outcome median
+    truth = _truths(study, points)
+    z_os, z_pl = {}, {}
+    for seed in SEEDS:
+        fitted = dj.fit(
+            _data(study.observational(200 + seed, N)), generators="linear", crossfit=5, seed=seed
+        )
+        os = fitted.onestep(cdf_points=points, density_ratio=density_ratio, draws_per_row=200)
+        assert os.arm_names == ARMS
+        draws = fitted.simulate(list(ARMS), num_draws=200_000)
+        y = [draws.loc[draws.arm == a, "Y"].to_numpy() for a in ARMS]
+        for effect, (i, j) in EFFECTS.items():
+            for functional, est, infl, plug in (
+                ("mean", os.mean, os.mean_influence, [v.mean() for v in y]),
+                ("cdf", os.cdf[:, 0], os.cdf_influence[:, :, 0], [np.mean(v <= 1.0) for v in y]),
+            ):
+                se = np.sqrt(np.sum((infl[:, i] - infl[:, j]) ** 2)) / N
+                true = truth[(effect, functional, None if functional == "mean" else 1.0)]
+                key = f"{effect} {functional}"
+                z_os.setdefault(key, []).append((est[i] - est[j] - true) / se)
+                z_pl.setdefault(key, []).append((plug[i] - plug[j] - true) / se)
+    return {"onestep": z_os, "plugin": z_pl}
+
+
+# Over 4 data sets the mean z has SD 1/2 when the estimator is unbiased and its SE right:
+# |mean z| <= 3/2 is a 3-sigma bound per row; mean z^2 (chi^2_4 / 4 under the null) is below
+# 4.6 with probability 0.999, so the influence-function SE is not too small.
+MEAN_Z = 3.0 / np.sqrt(len(SEEDS))
+MEAN_Z2 = 4.6
+
+
+def _check_unbiased(z: dict[str, list[float]]) -> None:
+    for row, values in z.items():
+        values = np.asarray(values)
+        assert abs(values.mean()) <= MEAN_Z, (row, values)
+        assert np.mean(values**2) <= MEAN_Z2, (row, values)
+
+
+@pytest.fixture(scope="module")
+def outcome_misspecified():
+    return _z_scores("outcome_misspecified")
+
+
+def test_onestep_is_unbiased_where_the_outcome_model_is_wrong(outcome_misspecified):
+    # Y has A x M and M^2 terms the linear outcome model lacks; the mediator model and the
+    # logistic propensity are right, so the one-step estimator stays consistent.
+    _check_unbiased(outcome_misspecified["onestep"])
+
+
+def test_plugin_is_biased_there(outcome_misspecified):
+    # The same fits' plug-in misses NDE_control's mean by several SEs (z about +2 to +4 per
+    # data set at n = 1500): the SCM does separate the two estimators.
+    plugin = np.asarray(outcome_misspecified["plugin"]["NDE_control mean"])
+    assert plugin.mean() > MEAN_Z, plugin
+
+
+def test_classifier_density_ratio_is_unbiased_too():
+    # The same SCM with the mediator density ratio from the classifier of A on (M, X),
+    # which is logistic-linear here: Bayes' rule must give an unbiased estimator as well.
+    _check_unbiased(_z_scores("outcome_misspecified", "classifier")["onestep"])
+
+
+def test_onestep_is_unbiased_on_the_linear_scm():
+    _check_unbiased(_z_scores("linear")["onestep"])
+
+
+def test_effects_query_reports_onestep_rows_with_influence_intervals():
+    study = ROBUSTNESS_STUDIES["outcome_misspecified"]
+    fitted = dj.fit(_data(study.observational(7, 800)), generators="linear", crossfit=4, seed=3)
+    kwargs = {"num_draws": 20_000, "quantiles": (0.5,), "cdf_points": (1.0,), "seed": 5}
+    plugin = fitted.effects(**kwargs)
+    result = fitted.effects(estimator="onestep", draws_per_row=100, **kwargs)
+    table, meta = result.summary(), result.meta
+    assert meta["estimator"] == "onestep" and meta["onestep"]["folds"] == 4
+    assert meta["intervals"]["mean"] == "wald_influence"
+    same = table.functional.isin(["wasserstein", "energy", "ks"])
+    # Distances stay plug-in: the same numbers as the plug-in query with the same seed.
+    np.testing.assert_array_equal(table.estimate[same], plugin.summary().estimate[same])
+    replaced = (~same).to_numpy()
+    stored = np.array([np.nan if v is None else v for v in meta["onestep"]["plugin_estimates"]])
+    np.testing.assert_allclose(stored[replaced], plugin.summary().estimate[replaced], rtol=1e-6)
+    assert np.isnan(stored[~replaced]).all()
+    se = np.array([np.nan if s is None else s for s in meta["onestep"]["standard_errors"]])
+    means = table.functional.eq("mean").to_numpy()
+    z = norm.ppf(0.975)
+    np.testing.assert_allclose(table.ci_high[means], table.estimate[means] + z * se[means])
+    assert (table.ci_low[replaced] < table.estimate[replaced]).all()
+    assert meta["diagnostics"]["positivity"]["warning"] is None
+    # PM = NIE / TE by the delta method.
+    te, nie, pm = (
+        table.set_index(["effect", "functional"]).estimate[(e, "mean")]
+        for e in ("TE", "NIE_treated", "PM_treated")
+    )
+    assert pm == pytest.approx(nie / te)
+
+
+def test_saved_crossfit_model_gives_the_same_onestep(tmp_path):
+    study = ROBUSTNESS_STUDIES["linear"]
+    fitted = dj.fit(_data(study.observational(3, 400)), generators="linear", crossfit=3, seed=1)
+    loaded = dj.load(fitted.save(tmp_path / "model"))
+    a = fitted.onestep(cdf_points=(1.0,), draws_per_row=50)
+    b = loaded.onestep(cdf_points=(1.0,), draws_per_row=50)
+    np.testing.assert_array_equal(a.mean, b.mean)
+    np.testing.assert_array_equal(a.cdf_influence, b.cdf_influence)
+
+
+def test_estimates_ignore_the_scale_of_the_weights():
+    frame = ROBUSTNESS_STUDIES["linear"].observational(4, 400)
+    frame["w"] = np.random.default_rng(0).uniform(0.5, 2.0, len(frame))
+    out = []
+    for factor in (1.0, 1000.0):
+        data = dj.MediationData.from_dataframe(
+            frame.assign(w=frame.w * factor),
+            treatment="A",
+            mediators=["M"],
+            outcome="Y",
+            covariates=["X"],
+            weights="w",
+        )
+        fitted = dj.fit(data, generators="linear", crossfit=3, seed=2)
+        out.append(fitted.onestep(draws_per_row=50).mean)
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-4)
+
+
+def test_positivity_warning_names_poor_overlap():
+    rng = np.random.default_rng(0)
+    frame = ROBUSTNESS_STUDIES["linear"].observational(5, 600)
+    frame["A"] = (rng.uniform(size=600) < 1 / (1 + np.exp(-5 * frame.X))).astype(int)
+    fitted = dj.fit(_data(frame), generators="linear", crossfit=3, seed=0)
+    result = fitted.effects(estimator="onestep", num_draws=5_000, draws_per_row=50, distances=())
+    diag = result.meta["diagnostics"]["positivity"]
+    assert diag["share_beyond_bound"] > 0.05
+    assert diag["warning"].startswith("poor overlap")
+
+
+def test_refusals_are_one_line_argument_errors():
+    study = ROBUSTNESS_STUDIES["linear"]
+    data = _data(study.observational(6, 300))
+    plain = dj.fit(data, generators="linear", seed=0)
+    with pytest.raises(ArgumentError, match="fit with crossfit=K"):
+        plain.effects(estimator="onestep", num_draws=1000)
+    with pytest.raises(ArgumentError, match="estimator must be one of"):
+        plain.effects(estimator="aipw", num_draws=1000)
+    with pytest.raises(ArgumentError, match="at least 2 folds"):
+        dj.fit(data, generators="linear", crossfit=1)
+    two = dj.MediationData.from_dataframe(
+        RECOVERY_STUDIES["two_mediators"].observational(0, 300),
+        treatment="A",
+        mediators=["M1", "M2"],
+        outcome="Y",
+        covariates=["X"],
+    )
+    crossfitted = dj.fit(two, generators="linear", crossfit=2, seed=0)
+    # Interventional arms draw each mediator from its own marginal: not one block.
+    with pytest.raises(ArgumentError, match="mediators as one"):
+        crossfitted.effects(estimator="onestep", effects="interventional", num_draws=1000)
+    frame = study.observational(6, 300)
+    frame["A"] = frame.X + np.random.default_rng(1).normal(size=len(frame))
+    continuous = dj.MediationData.from_dataframe(
+        frame,
+        treatment="A",
+        mediators=["M"],
+        outcome="Y",
+        covariates=["X"],
+        types={"A": "continuous"},
+    )
+    with pytest.raises(ArgumentError, match="binary treatment"):
+        dj.fit(continuous, generators="linear", crossfit=2)
+
+
+def test_density_ratio_choice_follows_the_generators():
+    data = _data(ROBUSTNESS_STUDIES["linear"].observational(0, 100))
+    with_density = dj.build_model(data, "mdn")
+    without = dj.build_model(data, {"M": "diffusion", "Y": "linear"})
+    assert robust._ratio_choice(with_density, "auto") == "density"
+    assert robust._ratio_choice(without, "auto") == "classifier"
+    with pytest.raises(ArgumentError, match="has none"):
+        robust._ratio_choice(without, "density")
+
+
+def test_quantiles_from_a_rearranged_normal_cdf():
+    grid = np.linspace(-4, 4, 401)
+    noisy = norm.cdf(grid) + 0.002 * np.sin(40 * grid)  # not monotone
+    cdf = robust.rearrange(noisy[None])
+    assert np.all(np.diff(cdf) >= 0)
+    levels = np.array([0.1, 0.5, 0.9])
+    got = robust.invert_cdf(grid, cdf, levels, step=False)[0]
+    # The perturbation moves F by at most 0.002, so Q by at most 0.002 / phi(Q) (+ the grid).
+    tolerance = 0.002 / norm.pdf(norm.ppf(levels)) + grid[1] - grid[0]
+    assert np.all(np.abs(got - norm.ppf(levels)) <= tolerance)
