@@ -37,7 +37,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
+from dcma_jax import devices
 from dcma_jax.arms import Arm, Arms
 from dcma_jax.errors import ArgumentError
 from dcma_jax.generators.base import (
@@ -278,7 +280,7 @@ def simulate_rows(
     return outcome.reshape(-1, n, draws_per_row)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "num_draws", "chunk_size", "coupled"))
+@functools.partial(jax.jit, static_argnames=("model", "num_draws", "chunk_size", "coupled", "mesh"))
 def simulate_packed(
     model: Model,
     params: tuple,
@@ -291,6 +293,7 @@ def simulate_packed(
     coupled: int | None = None,
     rho: jax.Array | float = 0.0,
     projection: LatentProjection | None = None,
+    mesh: Mesh | None = None,
 ) -> Draws:
     """:func:`simulate` on stacked arms: the compiled core (arm codes traced).
 
@@ -304,6 +307,10 @@ def simulate_packed(
     correlated ``rho``; ``None`` (the default) is sequential ignorability. ``projection``
     (a :class:`LatentProjection`) is what a closed-form outcome fit absorbed of a binary
     coupled mediator's latent score; ``None`` reads the outcome fit as flexible.
+
+    ``mesh`` (static; default every device, :func:`dcma_jax.devices.device_mesh`): the chunks
+    are split across its devices (:func:`~dcma_jax.devices.map_over_devices`); each chunk keeps
+    its key, so the draws are the same on any number of devices.
     """
     k = model.graph.num_mediators
     if arms.mediators.ndim != 3 or arms.mediators.shape[2] != k:
@@ -317,20 +324,28 @@ def simulate_packed(
     size = min(chunk_size, num_draws)
     n_chunks = -(-num_draws // size)
     probs = weights / jnp.sum(weights)
-    outcome, mediators, rows = jax.lax.map(
-        lambda i: _chunk(
-            model,
-            params,
-            jax.random.fold_in(key, i),
-            covariates,
-            probs,
-            arms,
-            size,
-            coupled,
-            rho,
-            projection,
-        ),
-        jnp.arange(n_chunks),
+
+    def chunks(indices, shared):
+        params, key, covariates, probs, arms, rho, projection = shared
+        return jax.lax.map(
+            lambda i: _chunk(
+                model,
+                params,
+                jax.random.fold_in(key, i),
+                covariates,
+                probs,
+                arms,
+                size,
+                coupled,
+                rho,
+                projection,
+            ),
+            indices,
+        )
+
+    shared = (params, key, covariates, probs, arms, rho, projection)
+    outcome, mediators, rows = devices.map_over_devices(
+        chunks, devices.resolve(mesh), jnp.arange(n_chunks), shared
     )
     n_arms = arms.outcome.shape[0]
     outcome = jnp.moveaxis(outcome, 0, 1).reshape(n_arms, -1)[:, :num_draws]

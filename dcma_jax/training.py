@@ -18,7 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
+from dcma_jax import devices
 from dcma_jax.data import MediationData
 from dcma_jax.errors import ArgumentError
 from dcma_jax.generators.base import Generator, apply_batched, init_params
@@ -235,7 +237,7 @@ def fit_generator(
     return _fit_rows(module, config, key, x, context, weights)
 
 
-@functools.partial(jax.jit, static_argnames=("module", "config"))
+@functools.partial(jax.jit, static_argnames=("module", "config", "mesh"))
 def fit_generator_replicates(
     module: Generator,
     config: TrainConfig,
@@ -244,6 +246,7 @@ def fit_generator_replicates(
     x: jax.Array,
     context: jax.Array,
     weights: jax.Array,
+    mesh: Mesh | None = None,
 ) -> tuple[Any, FitInfo]:
     """Fits one generator to each bootstrap resample under one vmap.
 
@@ -253,13 +256,23 @@ def fit_generator_replicates(
     of its training rows (the weighted fit equals the fit on the resample's rows, duplicates
     included, for closed forms; for neural generators it is the same objective).
 
+    ``mesh`` (static; default every device): the replicates are split across its devices
+    (:func:`dcma_jax.devices.map_over_devices`), each fitted with its own key and counts.
+
     Returns variables and ``FitInfo`` with a leading replicate axis ``B``.
     """
 
-    def one(key: jax.Array, c: jax.Array) -> tuple[Any, FitInfo]:
-        return _fit_rows(module, config, key, x, context, weights * c)
+    def replicates(batched, shared):
+        keys, counts = batched
+        x, context, weights = shared
 
-    return jax.vmap(one)(keys, counts)
+        def one(key: jax.Array, c: jax.Array) -> tuple[Any, FitInfo]:
+            return _fit_rows(module, config, key, x, context, weights * c)
+
+        return jax.vmap(one)(keys, counts)
+
+    shared = (x, context, weights)
+    return devices.map_over_devices(replicates, devices.resolve(mesh), (keys, counts), shared)
 
 
 def _context_columns(model: Model, data: MediationData, node: int) -> list[tuple[str, str]]:
@@ -353,6 +366,7 @@ def fit_model_replicates(
     keys: jax.Array,
     counts: jax.Array,
     config: TrainConfig = TrainConfig(),
+    mesh: Mesh | None = None,
 ) -> tuple[tuple[Any, ...], tuple[FitInfo, ...]]:
     """Fits every node on each bootstrap resample, vmapped over the replicates.
 
@@ -362,6 +376,8 @@ def fit_model_replicates(
       keys: ``(num_nodes, B)`` keys from :func:`replicate_keys` (or a slice of them).
       counts: ``(B, n)`` row counts of the resamples (see :func:`fit_generator_replicates`).
       config: optimisation settings.
+      mesh: the devices the replicates are split across (default: every device); the fits
+        do not depend on it.
 
     Returns:
       Per-node variables and diagnostics with a leading replicate axis. A replicate that
@@ -375,7 +391,7 @@ def fit_model_replicates(
     weights = jnp.asarray(data.weights, float_dtype())
     counts = jnp.asarray(counts, float_dtype())
     fits = [
-        fit_generator_replicates(generator, config, node_keys, counts, x, context, weights)
+        fit_generator_replicates(generator, config, node_keys, counts, x, context, weights, mesh)
         for generator, node_keys, (x, context) in zip(
             model.generators, keys, node_data(model, data), strict=True
         )
