@@ -231,3 +231,81 @@ def test_quantiles_from_a_rearranged_normal_cdf():
     # The perturbation moves F by at most 0.002, so Q by at most 0.002 / phi(Q) (+ the grid).
     tolerance = 0.002 / norm.pdf(norm.ppf(levels)) + grid[1] - grid[0]
     assert np.all(np.abs(got - norm.ppf(levels)) <= tolerance)
+
+
+# --------------------------------------------------------------------------------------------
+# The command line
+# --------------------------------------------------------------------------------------------
+
+
+class _Captured(Exception):
+    pass
+
+
+def test_cli_flags_reach_fit_and_effects(tmp_path, monkeypatch):
+    from dcma_jax import cli
+    from dcma_jax.cli import steps
+
+    csv = tmp_path / "d.csv"
+    ROBUSTNESS_STUDIES["linear"].observational(0, 200).to_csv(csv, index=False)
+    calls = []
+
+    class Fake:
+        def __init__(self, kwargs):
+            self.kwargs = kwargs
+
+        def effects(self, **kwargs):
+            calls.append({**self.kwargs, **kwargs})
+            raise _Captured
+
+    monkeypatch.setattr(steps, "fit", lambda data, **kwargs: Fake(kwargs))
+    roles = ["--data", str(csv), "--treatment", "A", "--mediators", "M", "--outcome", "Y"]
+    out = ["--out", str(tmp_path), "--debug"]
+    with pytest.raises(_Captured):
+        cli.main(["run", *roles, "--estimator", "onestep", *out])
+    with pytest.raises(_Captured):
+        cli.main(
+            [
+                "run",
+                *roles,
+                "--folds",
+                "3",
+                "--propensity",
+                "mdn",
+                "--density-ratio",
+                "classifier",
+                "--draws-per-row",
+                "77",
+                *out,
+            ]
+        )
+    assert calls[0]["crossfit"] == 5 and calls[0]["estimator"] == "onestep"
+    assert calls[1]["crossfit"] == 3 and calls[1]["propensity"] == "mdn"
+    assert calls[1]["estimator"] == "plugin" and calls[1]["density_ratio"] == "classifier"
+    assert calls[1]["draws_per_row"] == 77
+
+
+def test_cli_fit_then_onestep_effects(tmp_path, capsys):
+    import json
+
+    from dcma_jax import cli
+
+    csv = tmp_path / "d.csv"
+    ROBUSTNESS_STUDIES["outcome_misspecified"].observational(1, 300).to_csv(csv, index=False)
+    roles = ["--data", str(csv), "--treatment", "A", "--mediators", "M", "--outcome", "Y"]
+    roles += ["--covariates", "X"]
+    assert cli.main(["run", *roles, "--folds", "1", "--out", str(tmp_path)]) == 2
+    assert "at least 2 folds" in capsys.readouterr().err
+    model = tmp_path / "model"
+    fit = ["fit", *roles, "--generator", "linear", "--folds", "3", "--save", str(model)]
+    assert cli.main(fit) == 0
+    capsys.readouterr()
+    query = ["--estimator", "onestep", "--draws", "2000", "--draws-per-row", "20", "--no-plots"]
+    path = tmp_path / "e.json"
+    code = cli.main(["effects", "--model", str(model), *query, "--json", str(path)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "one-step estimator, 3-fold cross-fitted" in printed
+    assert "Propensity P(A=1|X), out of fold" in printed
+    meta = json.loads(path.read_text())["meta"]
+    assert meta["estimator"] == "onestep" and meta["crossfit_folds"] == 3

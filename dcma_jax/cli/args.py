@@ -239,6 +239,62 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_crossfit_flags(parser: argparse.ArgumentParser) -> None:
+    """Cross-fitting of the one-step estimator's nuisances (``dcma run`` and ``dcma fit``)."""
+    from dcma_jax.generators import registered_names
+
+    group = parser.add_argument_group("one-step estimator: cross-fitting")
+    group.add_argument(
+        "--folds",
+        type=nonnegative_int,
+        default=None,
+        metavar="K",
+        help="also fit the one-step estimator's nuisances (every generator, a propensity "
+        "model of the treatment and a classifier of it on the mediators) on each of K "
+        "folds' complements, binary treatment only; 0: none (default: 5 with --estimator "
+        "onestep, else 0)",
+    )
+    group.add_argument(
+        "--propensity",
+        choices=registered_names(),
+        default="linear",
+        help="family of the propensity model P(A=1|X) and of the classifier P(A=1|M,X): "
+        "linear is a logistic GLM, mdn a Bernoulli MLP (default: %(default)s)",
+    )
+
+
+def add_estimator_flags(parser: argparse.ArgumentParser) -> None:
+    """Plug-in or one-step estimation (``dcma run`` and ``dcma effects``)."""
+    from dcma_jax.robust import DEFAULT_DRAWS_PER_ROW, DENSITY_RATIOS
+
+    group = parser.add_argument_group("one-step estimator")
+    group.add_argument(
+        "--estimator",
+        choices=["plugin", "onestep"],
+        default="plugin",
+        help="plugin: effects of the simulated arms; onestep: mean, CDF and quantile rows by "
+        "the cross-fitted one-step (multiply robust) estimator with influence-function "
+        "intervals, distances plug-in; needs a binary treatment, natural effects and a model "
+        "fitted with --folds (default: %(default)s)",
+    )
+    group.add_argument(
+        "--density-ratio",
+        choices=list(DENSITY_RATIOS),
+        default="auto",
+        help="one-step: the mediator density ratio from the generators' densities, from the "
+        "classifier of A on (M, X), or auto (densities where every mediator generator has "
+        "one) (default: %(default)s)",
+    )
+    group.add_argument(
+        "--draws-per-row",
+        type=positive_int,
+        default=DEFAULT_DRAWS_PER_ROW,
+        metavar="R",
+        help="one-step: Monte Carlo draws per observed row for the outcome regressions "
+        "(default: %(default)s)",
+    )
+
+
 def add_effect_flags(parser: argparse.ArgumentParser, *, seed: bool) -> None:
     """Effects, functionals, draws and intervals (``dcma run`` and ``dcma effects``)."""
     estimation = parser.add_argument_group("effects and uncertainty")

@@ -24,6 +24,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--model", metavar="DIR", required=True, help="folder written by dcma fit --save"
     )
     flags.add_effect_flags(parser, seed=True)
+    flags.add_estimator_flags(parser)
     flags.add_output_flags(parser)
     flags.add_debug_flag(parser)
     parser.set_defaults(execute=execute)
@@ -42,7 +43,11 @@ def execute(args: argparse.Namespace, out: steps.Out) -> None:
     out(fitted.data.summary())
     out("")
     total = steps.effect_stages(
-        fitted.bootstrap, default_study, not args.no_plots, kwargs["dose_grid"] is not None
+        fitted.bootstrap,
+        default_study,
+        not args.no_plots,
+        kwargs["dose_grid"] is not None,
+        args.estimator == "onestep",
     )
     bar = steps.StageBar(total)
     done = False

@@ -25,6 +25,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     flags.add_data_flags(parser)
     flags.add_model_flags(parser)
+    flags.add_crossfit_flags(parser)
     parser.add_argument(
         "--save",
         metavar="DIR",
@@ -41,7 +42,10 @@ def execute(args: argparse.Namespace, out: steps.Out) -> None:
     data = steps.load_data(args)
     steps.describe_data(args, data, out)
     auto = args.generator == "auto"
-    bar = steps.StageBar(steps.fit_stages(steps.bootstrap_count(args), args.block_size, auto))
+    folds = steps.crossfit_folds(args)
+    bar = steps.StageBar(
+        steps.fit_stages(steps.bootstrap_count(args), args.block_size, auto, folds)
+    )
     done = False
     try:
         fitted = steps.fit_from_args(args, data, bar.stage, checkpoint=args.save)

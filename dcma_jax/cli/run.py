@@ -29,7 +29,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     flags.add_data_flags(parser)
     flags.add_model_flags(parser)
+    flags.add_crossfit_flags(parser)
     flags.add_effect_flags(parser, seed=False)
+    flags.add_estimator_flags(parser)
     flags.add_output_flags(parser)
     flags.add_debug_flag(parser)
     parser.set_defaults(execute=execute)
@@ -42,9 +44,14 @@ def execute(args: argparse.Namespace, out: steps.Out) -> None:
     default_study = args.data is None
     steps.describe_data(args, data, out)
     bootstrap = steps.bootstrap_count(args)
-    total = steps.fit_stages(bootstrap, args.block_size, args.generator == "auto")
+    auto, folds = args.generator == "auto", steps.crossfit_folds(args)
+    total = steps.fit_stages(bootstrap, args.block_size, auto, folds)
     total += steps.effect_stages(
-        bootstrap, default_study, not args.no_plots, kwargs["dose_grid"] is not None
+        bootstrap,
+        default_study,
+        not args.no_plots,
+        kwargs["dose_grid"] is not None,
+        args.estimator == "onestep",
     )
     bar = steps.StageBar(total)
     done = False

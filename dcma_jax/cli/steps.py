@@ -29,6 +29,7 @@ from dcma_jax.data import MediationData
 from dcma_jax.fitted import FittedMediation, fit
 from dcma_jax.inference import block_ranges
 from dcma_jax.results import MediationResult
+from dcma_jax.robust import DEFAULT_FOLDS
 from dcma_jax.training import TrainConfig
 
 #: Monte Carlo draws behind the default study's true effects (None: the study's default).
@@ -84,14 +85,17 @@ class StageBar:
         self._bar.close()
 
 
-def fit_stages(bootstrap: int, block_size: int, auto: bool = False) -> int:
-    """Progress stages of a fit: the selection (auto), the point fit, one per bootstrap block."""
-    return int(auto) + 1 + (len(block_ranges(bootstrap, block_size)) if bootstrap else 0)
+def fit_stages(bootstrap: int, block_size: int, auto: bool = False, folds: int = 0) -> int:
+    """Progress stages of a fit: selection (auto), point fit, bootstrap blocks, cross-fitting."""
+    blocks = len(block_ranges(bootstrap, block_size)) if bootstrap else 0
+    return int(auto) + 1 + blocks + bool(folds)
 
 
-def effect_stages(bootstrap: int, default_study: bool, plots: bool, dose: bool) -> int:
-    """Progress stages of an effects query (arms, replicates, diagnostics) and its report."""
-    return 2 + bool(bootstrap) + default_study + plots + dose
+def effect_stages(
+    bootstrap: int, default_study: bool, plots: bool, dose: bool, onestep: bool = False
+) -> int:
+    """Progress stages of an effects query (arms, replicates, one-step, diagnostics), report."""
+    return 2 + bool(bootstrap) + default_study + plots + dose + onestep
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,8 +202,20 @@ def fit_from_args(
         seed=0 if args.seed is None else args.seed,  # dcma sensitivity defaults it to None
         block_size=args.block_size,
         checkpoint=checkpoint,
+        crossfit=crossfit_folds(args),
+        propensity=getattr(args, "propensity", "linear"),
         progress=progress,
     )
+
+
+def crossfit_folds(args: argparse.Namespace) -> int:
+    """``--folds``, or its default: 5 when ``--estimator onestep`` asks for them, else 0."""
+    folds = getattr(args, "folds", None)
+    if folds is not None:
+        if folds == 1:
+            raise UsageError("--folds: cross-fitting needs at least 2 folds (0: none)")
+        return folds
+    return DEFAULT_FOLDS if getattr(args, "estimator", "plugin") == "onestep" else 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,7 +257,19 @@ def effect_kwargs(args: argparse.Namespace, data: MediationData) -> dict:
         bootstrap_draws=args.bootstrap_draws,
         ci_level=args.ci_level,
         dose_grid=dose_grid,
+        **estimator_kwargs(args),
     )
+
+
+def estimator_kwargs(args: argparse.Namespace) -> dict:
+    """The one-step flags of ``dcma run`` / ``dcma effects`` (none for ``dcma sensitivity``)."""
+    if not hasattr(args, "estimator"):
+        return {}
+    return {
+        "estimator": args.estimator,
+        "density_ratio": args.density_ratio,
+        "draws_per_row": args.draws_per_row,
+    }
 
 
 def truth_of(data: MediationData, kwargs: dict):
@@ -379,6 +407,15 @@ def diagnostics_lines(diagnostics: dict) -> list[str]:
             why = f" ({e['note']})" if e["note"] else ""
             lines.append(f"  {e['arm']} [{', '.join(e['effects'])}]: {value}{why}")
         lines += [f"  warning: {e['warning']}" for e in diagnostics["overlap"] if e["warning"]]
+    positivity = diagnostics.get("positivity")
+    if positivity:
+        lines.append(
+            f"Propensity P(A=1|X), out of fold: {positivity['propensity_min']:.3f} to "
+            f"{positivity['propensity_max']:.3f}; largest inverse-probability weight "
+            f"{positivity['max_weight']:.3g}"
+        )
+        if positivity["warning"]:
+            lines.append(f"  warning: {positivity['warning']}")
     return lines
 
 
@@ -403,6 +440,12 @@ def report(
         if bootstrap
         else "no intervals (--bootstrap 0)"
     )
+    if meta.get("estimator") == "onestep":
+        interval = (
+            f"one-step estimator, {meta['onestep']['folds']}-fold cross-fitted, for means, CDFs "
+            f"and quantiles with {meta['ci_level']:.0%} influence-function intervals; "
+            f"distances plug-in with {interval}"
+        )
     families = sorted(set(meta["generators"].values()))
     out(
         f"Effects ({', '.join(families)}; {meta['num_draws']:,} draws per arm, {interval}"
