@@ -12,6 +12,7 @@ from dcma_jax.analysis import analyze
 from dcma_jax.arms import Arm, Arms, parse_arms
 from dcma_jax.data import DataError, MediationData, Variable
 from dcma_jax.datasets import DEFAULT_STUDY, SequentialStudy, SyntheticStudy, load_default_study
+from dcma_jax.devices import device_mesh, map_over_devices
 from dcma_jax.errors import ArgumentError
 from dcma_jax.estimands import (
     EffectLayout,
@@ -74,6 +75,7 @@ __all__ = [
     "analyze",
     "build_model",
     "cdf",
+    "device_mesh",
     "energy",
     "fit",
     "fit_model",
@@ -83,6 +85,7 @@ __all__ = [
     "ks",
     "load",
     "load_default_study",
+    "map_over_devices",
     "mean",
     "natural_effects",
     "parse_arms",
