@@ -55,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtri
 
+from dcma_jax.arms import Arms
 from dcma_jax.data import MediationData
 from dcma_jax.diagnostics import chain_log_density
 from dcma_jax.errors import ArgumentError
@@ -275,8 +276,6 @@ def fold_influence(
       ``(phi (n_arms, m, 1 + T), p1 (m,))``: per arm and row the uncentred influence values
       of the mean and of ``P(Y <= t)``; and the propensity ``P(A = 1 | x)`` of each row.
     """
-    from dcma_jax.arms import Arms
-
     m, k = mediators.shape
     dtype = covariates.dtype
     ones = jnp.ones((m, 1), dtype)
@@ -319,8 +318,9 @@ def fold_influence(
         ratio = jnp.where(a == a_m, 1.0, ratio)
         mu_a = mu(a)
         h = jnp.concatenate([outcome[:, None], (outcome[:, None] <= points).astype(dtype)], 1)
-        first = ((treatment == a) / pi_a * ratio)[:, None] * (h - mu_a)
-        second = ((treatment == a_m) / pi_m)[:, None] * (mu_a - eta_arm)
+        # Rows of the other arm get weight 0 even where their (unused) ratio overflowed.
+        first = jnp.where(treatment == a, ratio / pi_a, 0.0)[:, None] * (h - mu_a)
+        second = jnp.where(treatment == a_m, 1.0 / pi_m, 0.0)[:, None] * (mu_a - eta_arm)
         return first + second + eta_arm
 
     phi = jax.vmap(arm)(outcome_codes, mediator_codes, eta)
@@ -376,10 +376,10 @@ class OneStep:
         Draw ``b`` is ``F + sum_i xi_bi IF_i / n`` with ``xi`` standard normal, the
         multiplier bootstrap of an asymptotically linear estimator.
         """
-        n = self.grid_influence.shape[0]
+        n, n_arms, size = self.grid_influence.shape
         xi = np.asarray(jax.random.normal(key, (draws, n)), np.float64)
-        perturbed = self.grid_cdf[None] + np.einsum("bn,nag->bag", xi, self.grid_influence) / n
-        return rearrange(perturbed)
+        shift = (xi @ self.grid_influence.reshape(n, -1)).reshape(draws, n_arms, size) / n
+        return rearrange(self.grid_cdf[None] + shift)
 
 
 def rearrange(cdf: np.ndarray) -> np.ndarray:
@@ -478,7 +478,10 @@ def onestep(
     ratio = _ratio_choice(model, density_ratio)
     var = data.outcome_var
     dtype = float_dtype()
-    points = np.asarray(var.encode(np.asarray(spec.cdf_points, np.float64)), np.float64)
+    scale = var.scale if var.kind == "continuous" else 1.0
+    center = var.center if var.kind == "continuous" else 0.0
+    # CDF points are in original units; a binary outcome's, like the plug-in's, in its codes.
+    points = (np.asarray(spec.cdf_points, np.float64) - center) / scale
     grid = outcome_grid(data, np.empty(0)) if grid is None else np.asarray(grid, np.float64)
     all_points = jnp.asarray(np.concatenate([points, grid]), dtype)
     outcome_codes = jnp.asarray([a.outcome for a in estimands.arms], dtype)
@@ -521,8 +524,6 @@ def onestep(
     w = data.weights / data.weights.mean()
     estimate = np.einsum("n,nah->ah", w, phi) / n
     influence = w[:, None, None] * (phi - estimate[None])
-    scale = var.scale if var.kind == "continuous" else 1.0
-    center = var.center if var.kind == "continuous" else 0.0
     p = points.size
     return OneStep(
         arm_names=estimands.arm_names,
