@@ -255,7 +255,7 @@ def _noise(
     return noise, outcome_noise
 
 
-@functools.partial(jax.jit, static_argnames=("model", "draws_per_row"))
+@functools.partial(jax.jit, static_argnames=("model", "draws_per_row", "with_mediators"))
 def simulate_rows(
     model: Model,
     params: tuple,
@@ -263,12 +263,14 @@ def simulate_rows(
     covariates: jax.Array,
     arms: Arms,
     draws_per_row: int,
-) -> jax.Array:
+    with_mediators: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Every arm at every covariate row, ``draws_per_row`` draws each: ``(n_arms, n, R)``.
 
     The stratified counterpart of :func:`simulate_packed`: rows are not resampled, so a
     weighted mean over rows is differentiable in the weights (influence functions). Draws of
     one row share noise across arms (common random numbers), rows get independent noise.
+    With ``with_mediators``, also the mediator values the outcome saw: ``(n_arms, n, R, k)``.
     """
     n = covariates.shape[0]
     x = jnp.repeat(covariates, draws_per_row, axis=0)
@@ -276,8 +278,13 @@ def simulate_rows(
     noise, outcome_noise = _noise(model, keys, x.shape[0], arms.mediators.shape[1], x.dtype)
     dtype = covariates.dtype
     arms = Arms(arms.outcome.astype(dtype), arms.mediators.astype(dtype), arms.sources)
-    outcome, _ = jax.vmap(lambda arm: _forward(model, params, arm, x, noise, outcome_noise))(arms)
-    return outcome.reshape(-1, n, draws_per_row)
+    outcome, mediators = jax.vmap(
+        lambda arm: _forward(model, params, arm, x, noise, outcome_noise)
+    )(arms)
+    outcome = outcome.reshape(-1, n, draws_per_row)
+    if with_mediators:
+        return outcome, mediators.reshape(*outcome.shape, -1)
+    return outcome
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_draws", "chunk_size", "coupled", "mesh"))
