@@ -19,11 +19,19 @@ parameters for the Hessian and their fits stop early, away from a stationary poi
 
 The arms are averaged over the observed covariate rows (``draws_per_row`` draws each, common
 random numbers across arms) rather than over resampled rows, so the average is differentiable
-in the weights. Mean effects only (contrasts, proportions mediated, combinations).
+in the weights.
+
+CDF and quantile rows (``cdf_points``, ``quantiles``): an arm's CDF is the smooth mixture
+``F(t) = sum_i p_i mean_r F_Y(t | a, m_ir, x_i)`` of the outcome generator's conditional CDF
+over the drawn mediators (differentiable in the weights and the parameters, unlike the share
+of draws below ``t``), and an arm's quantile ``Q(q)`` solves ``F(Q) = q`` (Newton steps on
+``F`` and its density ``f = dF/dt`` by ``jax.jvp``), so ``U_Q = -U_{F(Q)} / f(Q)`` by the
+implicit function theorem.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -37,7 +45,7 @@ from dcma_jax.arms import Arms
 from dcma_jax.errors import ArgumentError
 from dcma_jax.estimands import EffectLayout
 from dcma_jax.generators.base import apply_batched
-from dcma_jax.model import float_dtype, node_data
+from dcma_jax.model import Model, float_dtype, node_data
 from dcma_jax.simulate import simulate_rows
 
 if TYPE_CHECKING:
@@ -67,6 +75,40 @@ def _names(layout: EffectLayout) -> list[str]:
     )
 
 
+def _outcome_cdf(
+    model: Model, params: tuple, codes: jax.Array, mediators: jax.Array, x: jax.Array, t: jax.Array
+) -> jax.Array:
+    """``F_Y(t_j | a, m, x)`` of every draw at every ``t_j``: ``(N,)`` draws -> ``(N, T)``."""
+    graph, generator = model.graph, model.generators[-1]
+    k = graph.num_mediators
+    context = graph.context(k, jnp.broadcast_to(codes, (x.shape[0],)), mediators, x)
+    if graph.outcome.kind == "binary":
+        ones = jnp.ones((x.shape[0], 1), x.dtype)
+        p1 = jnp.exp(apply_batched(generator, "log_prob", params[-1], ones, context))[:, None]
+        return (t >= 0.0) * (1.0 - p1) + (t >= 1.0) * p1
+    values = jnp.broadcast_to(t, (x.shape[0], t.shape[0]))
+    return jax.vmap(
+        lambda v: apply_batched(generator, "cdf", params[-1], v[:, None], context), 1, 1
+    )(values)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "draws_per_row"))
+def _arm_cdfs(model, params, key, covariates, arms, draws_per_row, weights, t):
+    """Each arm's smooth CDF at its own points ``t`` ``(n_arms, T)``: ``(n_arms, T)``."""
+    _, mediators = simulate_rows(
+        model, params, key, covariates, arms, draws_per_row, with_mediators=True
+    )
+    n, k = covariates.shape[0], model.graph.num_mediators
+    x = jnp.repeat(covariates, draws_per_row, axis=0)
+    probs = weights / jnp.sum(weights)
+
+    def one(code, m, points):
+        cdf = _outcome_cdf(model, params, code, m.reshape(-1, k), x, points)  # (n R, T)
+        return probs @ jnp.mean(cdf.reshape(n, draws_per_row, -1), axis=1)
+
+    return jax.vmap(one)(arms.outcome, mediators, t)
+
+
 def _parameter_influence(fitted: FittedMediation, node: int) -> jax.Array:
     """``d t_hat / d w`` of one node's fit: ``(n, p)``, by implicit differentiation."""
     model, data = fitted.model, fitted.data
@@ -91,21 +133,27 @@ def influence(
     path_reference: str | None = None,
     treatment_values: Sequence[float] | None = None,
     reference: object = None,
+    quantiles: Sequence[float] = (),
+    cdf_points: Sequence[float] = (),
     draws_per_row: int = DRAWS_PER_ROW,
     seed: int | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """Mean effects, their infinitesimal-jackknife SEs and every row's influence on them.
+    """Effects, their infinitesimal-jackknife SEs and every row's influence on them.
 
     Bound as ``FittedMediation.influence``. The effect arguments are those of
-    :func:`dcma_jax.queries.effects`.
+    :func:`dcma_jax.queries.effects`; mean effects always, and for every contrast its CDF
+    rows at ``cdf_points`` (original units) and quantile rows at ``quantiles`` (continuous
+    outcome) when asked for (see the module docstring).
 
     Returns:
-      ``(table, U)``: ``table`` has columns ``effect, functional ("mean"), estimate, ij_se``;
-      ``U`` is ``(len(table), n)``, ``U[r, i]`` the influence of row ``i`` on effect ``r``.
+      ``(table, U)``: ``table`` has columns ``effect, functional, level, estimate, ij_se``
+      (the mean rows first); ``U`` is ``(len(table), n)``, ``U[r, i]`` the influence of row
+      ``i`` on table row ``r``.
 
     Raises:
       ArgumentError: a node whose generator has more than :data:`MAX_PARAMETERS` parameters
-        (a neural fit).
+        (a neural fit), a binary mediator (its draws are not differentiable in its
+        parameters), or quantile rows of a binary outcome.
     """
     from dcma_jax import queries
 
@@ -120,6 +168,16 @@ def influence(
                 f"influence needs closed-form generators (at most {MAX_PARAMETERS} parameters, "
                 "fitted to their optimum); use generators='linear' or the bootstrap"
             )
+    binary_mediators = [n.name for n in model.graph.mediators if n.kind == "binary"]
+    if binary_mediators:
+        raise ArgumentError(
+            f"binary mediator {binary_mediators[0]!r}: its draws are thresholds, not "
+            "differentiable in its model's parameters, so the influence would miss that "
+            "model's part; use the bootstrap"
+        )
+    binary = data.outcome_var.kind == "binary"
+    if quantiles and binary:
+        raise ArgumentError("quantile rows of a binary outcome have no influence (not smooth)")
     estimands = queries.build_estimands(
         data, model, effects, treatment_values, reference, path_specific, path_reference
     )
@@ -127,27 +185,83 @@ def influence(
     arms = Arms.pack(estimands.arms, dtype)
     key = queries.query_keys(fitted.seed if seed is None else int(seed))[0]
     covariates = jnp.asarray(data.covariates, dtype)
-    scale, center = data.outcome_var.scale, data.outcome_var.center
+    scale, center = (1.0, 0.0) if binary else (data.outcome_var.scale, data.outcome_var.center)
+    weights = jnp.asarray(data.weights, dtype)
+    n_arms = len(estimands.arms)
+    levels = np.asarray(quantiles, np.float64)
+    points = jnp.asarray((np.asarray(cdf_points, np.float64) - center) / scale, dtype)
+    cdfs = functools.partial(
+        _arm_cdfs, model, key=key, covariates=covariates, arms=arms, draws_per_row=draws_per_row
+    )
+    at_quantile = _arm_quantiles(cdfs, fitted.params, weights, levels, n_arms, dtype)
 
-    def theta(params, weights):
+    def theta(params, w):
         outcome = simulate_rows(model, params, key, covariates, arms, draws_per_row)
         row_means = jnp.mean(outcome, axis=2) * scale + center  # (n_arms, n)
-        return _mean_effects(layout, row_means @ (weights / jnp.sum(weights)))
+        means = _mean_effects(layout, row_means @ (w / jnp.sum(w)))
+        by_point = cdfs(
+            params=params, weights=w, t=jnp.broadcast_to(points, (n_arms,) + points.shape)
+        )
+        by_level = cdfs(params=params, weights=w, t=at_quantile)
+        return jnp.concatenate([means, by_point.reshape(-1), by_level.reshape(-1)])
 
-    weights = jnp.asarray(data.weights, dtype)
-    estimate = theta(fitted.params, weights)
+    values = theta(fitted.params, weights)
     by_weights, by_params = jax.jacrev(theta, argnums=(1, 0))(fitted.params, weights)
-    total = by_weights  # (rows, n)
+    total = by_weights  # (outputs, n)
     for j in range(len(fitted.params)):
-        d_theta = jax.vmap(lambda g: ravel_pytree(g)[0])(by_params[j])  # (rows, p)
+        d_theta = jax.vmap(lambda g: ravel_pytree(g)[0])(by_params[j])  # (outputs, p)
         total = total + d_theta @ _parameter_influence(fitted, j).T
-    u = np.asarray(total * weights, np.float64)
-    table = pd.DataFrame(
-        {
-            "effect": _names(layout),
-            "functional": "mean",
-            "estimate": np.asarray(estimate, np.float64),
-            "ij_se": np.sqrt(np.sum(u**2, axis=1)),
-        }
-    )
+    u_all = np.asarray(total * weights, np.float64)
+    n_means = len(_names(layout))
+    n_points = n_arms * points.shape[0]
+    u_point = u_all[n_means : n_means + n_points].reshape(n_arms, points.shape[0], data.n)
+    u_level = u_all[n_means + n_points :].reshape(n_arms, levels.size, data.n)
+    f_point = np.asarray(values[n_means : n_means + n_points]).reshape(n_arms, points.shape[0])
+    density = np.asarray(_density(cdfs, fitted.params, weights, at_quantile))
+    u_quantile = -u_level / density[:, :, None] * scale  # original units
+    q_values = np.asarray(at_quantile) * scale + center
+    rows = [(name, "mean", None) for name in _names(layout)]
+    estimates = list(np.asarray(values[:n_means], np.float64))
+    u = list(u_all[:n_means])
+    for c in layout.contrasts:
+        for j, t in enumerate(cdf_points):
+            rows.append((c.name, "cdf", float(t)))
+            estimates.append(f_point[c.arm, j] - f_point[c.reference, j])
+            u.append(u_point[c.arm, j] - u_point[c.reference, j])
+        for j, q in enumerate(levels):
+            rows.append((c.name, "quantile", float(q)))
+            estimates.append(q_values[c.arm, j] - q_values[c.reference, j])
+            u.append(u_quantile[c.arm, j] - u_quantile[c.reference, j])
+    u = np.stack(u)
+    table = pd.DataFrame(rows, columns=["effect", "functional", "level"])
+    table["estimate"] = np.asarray(estimates, np.float64)
+    table["ij_se"] = np.sqrt(np.sum(u**2, axis=1))
     return table, u
+
+
+def _arm_quantiles(cdfs, params, weights, levels, n_arms, dtype, steps: int = 30) -> jax.Array:
+    """Each arm's quantiles ``Q`` with ``F(Q) = q`` on its smooth CDF: ``(n_arms, L)``.
+
+    Bisection on ``[-10, 10]`` (internal units: 10 outcome SDs) to 1e-3, then Newton steps.
+    """
+    if levels.size == 0:
+        return jnp.zeros((n_arms, 0), dtype)
+    target = jnp.broadcast_to(jnp.asarray(levels, dtype), (n_arms, levels.size))
+    lo, hi = -10.0 * jnp.ones_like(target), 10.0 * jnp.ones_like(target)
+    for _ in range(15):
+        mid = 0.5 * (lo + hi)
+        below = cdfs(params=params, weights=weights, t=mid) < target
+        lo, hi = jnp.where(below, mid, lo), jnp.where(below, hi, mid)
+    q = 0.5 * (lo + hi)
+    for _ in range(3):
+        q = q - (cdfs(params=params, weights=weights, t=q) - target) / _density(
+            cdfs, params, weights, q
+        )
+    return q
+
+
+def _density(cdfs, params, weights, t: jax.Array) -> jax.Array:
+    """``dF/dt`` of each arm's smooth CDF at its own points (each output reads one ``t``)."""
+    return jax.jvp(lambda s: cdfs(params=params, weights=weights, t=s), (t,), (jnp.ones_like(t),))[
+        1
+    ]
