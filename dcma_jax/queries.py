@@ -557,6 +557,7 @@ def effects(
             "ci_method": CI_METHOD if fitted.bootstrap else None,
             "intervals": _interval_rules(spec, fitted.bootstrap, estimator),
             "seed": seed,
+            "devices": devices.describe(),
             "energy_convention": ENERGY_CONVENTION,
             "undefined": [
                 {"effect": rows[i].effect, "what": what, "reason": reason}
