@@ -82,3 +82,18 @@ def test_nhefs_refuses_bad_flags(monkeypatch, capsys):
         runpy.run_path("experiments/nhefs.py", run_name="__main__")
     assert exit_info.value.code == 2
     assert "--draws must be positive, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # ~25 CPU s, most of it compiling the cross-fitted one-step query
+def test_doubly_robust_runs_quick(tmp_path, monkeypatch):
+    out, raw = tmp_path / "doubly_robust.md", tmp_path / "raw.csv"
+    argv = ["experiments/doubly_robust.py", "--quick", "--out", str(out), "--raw", str(raw)]
+    monkeypatch.syspath_prepend("experiments")  # it imports recovery.py's helpers
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(argv[0], run_name="__main__")
+    report = out.read_text()
+    assert "## Headline" in report
+    assert "| outcome_misspecified | linear | 300 | NIE_treated |" in report
+    rows = raw.read_text().count("\n")
+    runpy.run_path(argv[0], run_name="__main__")  # resumable: nothing left to run
+    assert raw.read_text().count("\n") == rows
