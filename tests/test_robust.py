@@ -38,30 +38,36 @@ def _truths(study, points):
     return study.true_effects(natural_effects(["M"]), spec)
 
 
-def _z_scores(name: str, density_ratio: str = "auto", link: str = "logit") -> dict:
-    """Per effect row, over SEEDS: (one-step - truth) / SE and (plug-in - truth) / SE."""
+def _z_scores(name: str, ratios: tuple[str, ...] = ("auto",), link: str = "logit") -> dict:
+    """Per effect row, over SEEDS: (one-step - truth) / SE for each density ratio in
+    ``ratios`` (same fits), and (plug-in - truth) / SE (the one-step's SE) under "plugin"."""
     study = {**RECOVERY_STUDIES, **ROBUSTNESS_STUDIES}[name]
     points = (1.0,)  # near every SCM's outcome median
     truth = _truths(study, points)
-    z_os, z_pl = {}, {}
+    z = {key: {} for key in (*ratios, "plugin")}
     for seed in SEEDS:
         data = _data(study.observational(200 + seed, N))
         fitted = dj.fit(data, generators="linear", link=link, crossfit=5, seed=seed)
-        os = fitted.onestep(cdf_points=points, density_ratio=density_ratio, draws_per_row=200)
-        assert os.arm_names == ARMS
         draws = fitted.simulate(list(ARMS), num_draws=200_000)
         y = [draws.loc[draws.arm == a, "Y"].to_numpy() for a in ARMS]
-        for effect, (i, j) in EFFECTS.items():
-            for functional, est, infl, plug in (
-                ("mean", os.mean, os.mean_influence, [v.mean() for v in y]),
-                ("cdf", os.cdf[:, 0], os.cdf_influence[:, :, 0], [np.mean(v <= 1.0) for v in y]),
-            ):
-                se = np.sqrt(np.sum((infl[:, i] - infl[:, j]) ** 2)) / N
-                true = truth[(effect, functional, None if functional == "mean" else 1.0)]
-                key = f"{effect} {functional}"
-                z_os.setdefault(key, []).append((est[i] - est[j] - true) / se)
-                z_pl.setdefault(key, []).append((plug[i] - plug[j] - true) / se)
-    return {"onestep": z_os, "plugin": z_pl}
+        plugin = {"mean": [v.mean() for v in y], "cdf": [np.mean(v <= 1.0) for v in y]}
+        for ratio in ratios:
+            os = fitted.onestep(cdf_points=points, density_ratio=ratio, draws_per_row=200)
+            assert os.arm_names == ARMS
+            estimates = {
+                "mean": (os.mean, os.mean_influence),
+                "cdf": (os.cdf[:, 0], os.cdf_influence[:, :, 0]),
+            }
+            for effect, (i, j) in EFFECTS.items():
+                for functional, (est, infl) in estimates.items():
+                    se = np.sqrt(np.sum((infl[:, i] - infl[:, j]) ** 2)) / N
+                    true = truth[(effect, functional, None if functional == "mean" else 1.0)]
+                    key = f"{effect} {functional}"
+                    z[ratio].setdefault(key, []).append((est[i] - est[j] - true) / se)
+                    if ratio == ratios[0]:
+                        pl = plugin[functional][i] - plugin[functional][j]
+                        z["plugin"].setdefault(key, []).append((pl - true) / se)
+    return z
 
 
 # Over 4 data sets the mean z has SD 1/2 when the estimator is unbiased and its SE right:
@@ -80,13 +86,13 @@ def _check_unbiased(z: dict[str, list[float]]) -> None:
 
 @pytest.fixture(scope="module")
 def outcome_misspecified():
-    return _z_scores("outcome_misspecified")
+    return _z_scores("outcome_misspecified", ("density", "classifier"))
 
 
 def test_onestep_is_unbiased_where_the_outcome_model_is_wrong(outcome_misspecified):
     # Y has A x M and M^2 terms the linear outcome model lacks; the mediator model and the
     # logistic propensity are right, so the one-step estimator stays consistent.
-    _check_unbiased(outcome_misspecified["onestep"])
+    _check_unbiased(outcome_misspecified["density"])
 
 
 def test_plugin_is_biased_there(outcome_misspecified):
@@ -96,10 +102,10 @@ def test_plugin_is_biased_there(outcome_misspecified):
     assert plugin.mean() > MEAN_Z, plugin
 
 
-def test_classifier_density_ratio_is_unbiased_too():
-    # The same SCM with the mediator density ratio from the classifier of A on (M, X),
+def test_classifier_density_ratio_is_unbiased_too(outcome_misspecified):
+    # The same fits with the mediator density ratio from the classifier of A on (M, X),
     # which is logistic-linear here: Bayes' rule must give an unbiased estimator as well.
-    _check_unbiased(_z_scores("outcome_misspecified", "classifier")["onestep"])
+    _check_unbiased(outcome_misspecified["classifier"])
 
 
 @pytest.mark.slow
@@ -107,13 +113,13 @@ def test_onestep_is_unbiased_with_a_binary_mediator():
     # A probit mediator (density ratio from the GLM's mass) and an A x M term the linear
     # outcome model lacks; the probit GLM and the logistic propensity are right.
     scores = _z_scores("binary_mediator", link="probit")
-    _check_unbiased(scores["onestep"])
+    _check_unbiased(scores["auto"])
     plugin = np.asarray(scores["plugin"]["NIE_treated mean"])
     assert plugin.mean() < -MEAN_Z, plugin
 
 
 def test_onestep_is_unbiased_on_the_linear_scm():
-    _check_unbiased(_z_scores("linear")["onestep"])
+    _check_unbiased(_z_scores("linear")["auto"])
 
 
 def test_effects_query_reports_onestep_rows_with_influence_intervals():
@@ -179,8 +185,8 @@ def test_positivity_warning_names_poor_overlap():
     frame = ROBUSTNESS_STUDIES["linear"].observational(5, 600)
     frame["A"] = (rng.uniform(size=600) < 1 / (1 + np.exp(-5 * frame.X))).astype(int)
     fitted = dj.fit(_data(frame), generators="linear", crossfit=3, seed=0)
-    result = fitted.effects(estimator="onestep", num_draws=5_000, draws_per_row=50, distances=())
-    diag = result.meta["diagnostics"]["positivity"]
+    propensity = fitted.onestep(draws_per_row=20).propensity
+    diag = robust.positivity(propensity, np.asarray(fitted.data.treatment))
     assert diag["share_beyond_bound"] > 0.05
     assert diag["warning"].startswith("poor overlap")
 
