@@ -11,8 +11,6 @@ import pytest
 os.environ["DCMA_COMPILATION_CACHE"] = "0"
 
 import dcma_jax as dj
-from dcma_jax.model import build_model
-from dcma_jax.training import fit_model
 
 # One short training configuration for every neural fit in the default suite: identical static
 # configs share one compiled training loop across test files.
@@ -38,10 +36,38 @@ def default_data():
     return dj.load_default_study()
 
 
+# Fits shared by several test files. A session fixture keeps its arrays when the compiled
+# programs are dropped after a file, so a fit that several files query is made once.
+
+# A neural mediator and a closed-form outcome (both fitting paths at half the compile cost of
+# two neural nodes), with 4 bootstrap replicates: test_analyze, test_fitted, test_effects,
+# test_influence.
+MIXED = {"M": "mdn", "Y": "linear"}
+MIXED_FIT = dict(generators=MIXED, bootstrap=4, config=FAST, seed=11)
+MIXED_QUERY = dict(num_draws=2000, bootstrap_draws=500)
+
+
 @pytest.fixture(scope="session")
-def mdn_fit(default_data):
-    """An mdn model of the default study: (model, params, covariates, weights)."""
-    model = build_model(default_data, "mdn")
-    params, _ = fit_model(model, default_data, jax.random.key(0), FAST)
+def mixed_fitted(default_data):
+    """``dj.fit`` of the default study with ``MIXED_FIT``."""
+    return dj.fit(default_data, **MIXED_FIT)
+
+
+@pytest.fixture(scope="session")
+def mixed_analysis(default_data):
+    """``dj.analyze`` with ``MIXED_FIT`` and ``MIXED_QUERY``: a fit of its own, so that
+    comparing it with ``mixed_fitted.effects(**MIXED_QUERY)`` compares two runs."""
+    return dj.analyze(default_data, **MIXED_FIT, **MIXED_QUERY)
+
+
+@pytest.fixture(scope="session")
+def mdn_fitted(default_data):
+    """``dj.fit`` of the default study with mdn generators for both nodes and ``FAST``."""
+    return dj.fit(default_data, generators="mdn", config=FAST)
+
+
+@pytest.fixture(scope="session")
+def mdn_fit(mdn_fitted, default_data):
+    """The mdn model of ``mdn_fitted`` as (model, params, covariates, weights)."""
     covariates = jnp.asarray(default_data.covariates, jnp.float32)
-    return model, params, covariates, jnp.ones(default_data.n)
+    return mdn_fitted.model, mdn_fitted.params, covariates, jnp.ones(default_data.n)

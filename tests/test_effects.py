@@ -103,25 +103,22 @@ def test_proportion_mediated(linear_fit):
     assert result.estimate("PM_treated", "mean") == pytest.approx(nie / te, rel=1e-5)
 
 
-@pytest.mark.parametrize("generators", ["linear", "mdn"])
-def test_decomposition_identity_is_exact(generators):
+@pytest.mark.parametrize("fit", ["linear", "mdn"])
+def test_decomposition_identity_is_exact(fit, request):
     # TE = NDE_control + NIE_treated = NDE_treated + NIE_control for every scalar functional,
     # by construction of the contrasts; only float32 rounding of O(5) values separates them.
-    frame = _scm_frame(5, n=600)
-    data = dj.MediationData.from_dataframe(
-        pd.DataFrame(frame),
-        treatment="A",
-        mediators="M",
-        outcome="Y",
-        covariates=["X"],
-    )
-    config = dj.TrainConfig(max_epochs=5)
-    result = dj.analyze(data, generators=generators, num_draws=20_000, config=config, seed=3)
+    # linear: this file's fit; mdn: an mdn mediator (arms that differ in shape, not only by a
+    # shift) with a linear outcome, the session's analysis of the default study (conftest).
+    if fit == "linear":
+        result, _ = request.getfixturevalue("linear_fit")
+    else:
+        result = request.getfixturevalue("mixed_analysis")
     table = result.summary()
     scalar = table[table.functional.isin(["mean", "quantile", "cdf"])]
     scalar = scalar[~scalar.effect.str.startswith("PM")]
     leveled = scalar[scalar.functional != "mean"]
     wide = leveled.pivot_table(index=["functional", "level"], columns="effect", values="estimate")
+    assert len(wide) == 8  # the default 5 quantiles and 3 CDF points
     mean = scalar[scalar.functional == "mean"].set_index("effect").estimate
     for lhs in (wide, mean):
         np.testing.assert_allclose(lhs["TE"], lhs["NDE_control"] + lhs["NIE_treated"], atol=2e-5)

@@ -1,30 +1,28 @@
-"""The fitted model as a value: fit once, query many; pytree; no refit or retrace per query."""
+"""The fitted model as a value: fit once, query many; pytree; no refit or retrace per query.
+
+That ``fit`` then ``effects`` equals ``analyze`` with the same seed is
+``test_analyze.test_same_seed_same_numbers`` (the same two session fits).
+"""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FAST
+from conftest import MIXED_FIT, MIXED_QUERY
 
 import dcma_jax as dj
 from dcma_jax import queries
 from dcma_jax.datasets import TWO_MEDIATORS
 
-# test_analyze's settings: the compiled fits and queries are shared with it.
-MIXED = {"M": "mdn", "Y": "linear"}
-FIT = dict(generators=MIXED, bootstrap=4, config=FAST, seed=11)
-QUERY = dict(num_draws=2000, bootstrap_draws=500)
+QUERY = MIXED_QUERY
 
 
 @pytest.fixture(scope="module")
-def fitted(default_data):
-    return dj.fit(default_data, **FIT)
-
-
-def test_fit_then_effects_equals_analyze(default_data, fitted):
-    one_call = dj.analyze(default_data, **FIT, **QUERY)
-    pd.testing.assert_frame_equal(fitted.effects(**QUERY).table, one_call.table)
+def fitted(mixed_fitted):
+    """The default study fitted with ``conftest.MIXED_FIT`` (mdn M, linear Y, B = 4, seed 11)."""
+    assert MIXED_FIT["seed"] == 11 and MIXED_FIT["bootstrap"] == 4  # what the tests assume
+    return mixed_fitted
 
 
 def test_queries_do_not_refit(fitted, monkeypatch):

@@ -68,7 +68,7 @@ def test_ij_errors_agree_with_the_bootstrap(linear):
         assert table.loc[effect, "ij_se"] == pytest.approx(boot_sd, rel=3 * 0.07), effect
 
 
-def test_neural_generators_are_refused(default_data):
-    fitted = dj.fit(default_data, generators="mdn", config=dj.TrainConfig(max_epochs=1))
+def test_neural_generators_are_refused(mixed_fitted):
+    # The session's fit of the default study with an mdn mediator (conftest.MIXED).
     with pytest.raises(dj.ArgumentError, match="influence needs closed-form generators"):
-        fitted.influence()
+        mixed_fitted.influence()
