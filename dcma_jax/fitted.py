@@ -51,6 +51,7 @@ class FitSettings:
       bootstrap: number of bootstrap replicates ``B``.
       block_size: replicates fitted (and checkpointed) together.
       crossfit: folds of the one-step estimator's cross-fitted nuisances (0: none).
+      crossfit_bootstrap: whether every bootstrap replicate was cross-fitted too.
     """
 
     link: str = "logit"
@@ -59,6 +60,7 @@ class FitSettings:
     bootstrap: int = 0
     block_size: int = DEFAULT_BLOCK_SIZE
     crossfit: int = 0
+    crossfit_bootstrap: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +107,13 @@ class FitReport:
 
 @functools.partial(
     jax.tree_util.register_dataclass,
-    data_fields=["params", "replicate_params", "replicate_counts", "crossfit"],
+    data_fields=[
+        "params",
+        "replicate_params",
+        "replicate_counts",
+        "crossfit",
+        "crossfit_replicates",
+    ],
     meta_fields=["model", "data", "settings", "report"],
 )
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +130,8 @@ class FittedMediation:
       report: diagnostics of the fit (:class:`FitReport`).
       crossfit: the one-step estimator's cross-fitted nuisances
         (:class:`~dcma_jax.robust.CrossFit`), or ``None``.
+      crossfit_replicates: the same for every bootstrap resample (a leading axis ``B``), or
+        ``None``.
 
     Example:
       >>> fitted = dj.fit(data, generators="linear", bootstrap=50, seed=0)  # doctest: +SKIP
@@ -137,6 +147,7 @@ class FittedMediation:
     settings: FitSettings
     report: FitReport
     crossfit: CrossFit | None = None
+    crossfit_replicates: CrossFit | None = None
 
     @property
     def seed(self) -> int:
@@ -236,6 +247,7 @@ def fit(
     checkpoint: str | Path | None = None,
     crossfit: int = 0,
     propensity: GeneratorChoice = "linear",
+    crossfit_bootstrap: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> FittedMediation:
     """Fits the mediation model once: every node's generator, and ``B`` bootstrap replicates.
@@ -264,6 +276,9 @@ def fit(
       propensity: family of the propensity model ``P(A = 1 | X)`` and of the classifier
         ``P(A = 1 | M, X)`` used with ``crossfit`` (``"linear"``: logistic GLM; ``"mdn"``:
         Bernoulli MLP; or a binary generator instance).
+      crossfit_bootstrap: with ``crossfit`` and ``bootstrap``, cross-fit every resample too
+        (``B * K`` more fits of every node), so that the one-step estimator's intervals are
+        the bootstrap of the whole estimator; default: its influence-function intervals.
       progress: called with a stage description before each stage (the CLI's progress bar).
 
     Returns:
@@ -281,6 +296,8 @@ def fit(
         raise ArgumentError(f"crossfit must be 0 (none) or at least 2 folds, got {crossfit}")
     if crossfit:
         robust.check_crossfit(data, crossfit)
+    if crossfit_bootstrap and not (crossfit and bootstrap):
+        raise ArgumentError("crossfit_bootstrap needs crossfit=K and bootstrap=B")
     notify = progress or (lambda _: None)
     started = time.perf_counter()
     fit_key, row_key, boot_fit_key = fit_keys(seed)
@@ -296,7 +313,9 @@ def fit(
     )
     # A block never holds more than B replicates (a short last block is padded).
     block_size = min(int(block_size), int(bootstrap)) if bootstrap else int(block_size)
-    settings = FitSettings(link, config, int(seed), int(bootstrap), block_size, int(crossfit))
+    settings = FitSettings(
+        link, config, int(seed), int(bootstrap), block_size, int(crossfit), bool(crossfit_bootstrap)
+    )
     store = None
     if checkpoint is not None:
         from dcma_jax.persistence import Checkpoint
@@ -338,9 +357,17 @@ def fit(
             propensity=propensity,
             link=link,
         )
+    replicate_nuisances = None
+    if crossfit_bootstrap:
+        notify(f"cross-fitting {bootstrap} bootstrap replicates")
+        replicate_nuisances = robust.fit_crossfit_replicates(
+            model, data, jax.random.fold_in(crossfit_key(seed), 1), config, nuisances, counts
+        )
     report = FitReport.from_infos(infos, boot_infos, time.perf_counter() - started, diverged)
     report = dataclasses.replace(report, selection=selection)
-    fitted = FittedMediation(params, boot_params, counts, model, data, settings, report, nuisances)
+    fitted = FittedMediation(
+        params, boot_params, counts, model, data, settings, report, nuisances, replicate_nuisances
+    )
     if store is not None:
         store.finish(fitted)
     return fitted

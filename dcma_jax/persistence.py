@@ -53,6 +53,7 @@ DATA = "data.msgpack"
 PARAMS = "params.msgpack"
 BLOCKS = "replicates"
 CROSSFIT = "crossfit.msgpack"
+CROSSFIT_REPLICATES = "crossfit_replicates.msgpack"
 
 __all__ = ["Checkpoint", "ModelFileError", "load", "save"]
 
@@ -163,6 +164,7 @@ def model_spec(model: Model, data: MediationData, settings: FitSettings) -> dict
             "bootstrap": settings.bootstrap,
             "block_size": settings.block_size,
             "crossfit": settings.crossfit,
+            "crossfit_bootstrap": settings.crossfit_bootstrap,
         },
     }
 
@@ -455,20 +457,25 @@ def _replicate_infos(fitted: FittedMediation) -> list[tuple[FitInfo, ...]]:
     return out
 
 
+def _crossfit_state(cf: Any) -> bytes:
+    state = {
+        "params": [serialization.to_state_dict(p) for p in cf.params],
+        "classifier": serialization.to_state_dict(cf.classifier),
+        "folds": np.asarray(cf.folds, np.int32),
+    }
+    if cf.propensity is not None:
+        state["propensity"] = serialization.to_state_dict(cf.propensity)
+    return serialization.msgpack_serialize(serialization.to_state_dict(state))
+
+
 def _finish(folder: _Folder, manifest: dict, spec: dict, fitted: FittedMediation) -> None:
     report = dataclasses.asdict(fitted.report)
     if fitted.crossfit is not None:
-        cf = fitted.crossfit
-        spec = {**spec, "crossfit": {"generator": _generator_spec(cf.propensity_generator)}}
-        state = {
-            "params": [serialization.to_state_dict(p) for p in cf.params],
-            "classifier": serialization.to_state_dict(cf.classifier),
-            "folds": np.asarray(cf.folds, np.int32),
-        }
-        if cf.propensity is not None:
-            state["propensity"] = serialization.to_state_dict(cf.propensity)
-        state = serialization.to_state_dict(state)
-        folder.write(manifest, CROSSFIT, serialization.msgpack_serialize(state))
+        generator = fitted.crossfit.propensity_generator
+        spec = {**spec, "crossfit": {"generator": _generator_spec(generator)}}
+        folder.write(manifest, CROSSFIT, _crossfit_state(fitted.crossfit))
+    if fitted.crossfit_replicates is not None:
+        folder.write(manifest, CROSSFIT_REPLICATES, _crossfit_state(fitted.crossfit_replicates))
     folder.write(manifest, SPEC, _spec_document(spec, _plain_tree(report)))
     manifest["complete"] = True
     _write_atomic(folder.path / MANIFEST, json.dumps(manifest, indent=1).encode())
@@ -538,6 +545,7 @@ def _settings_from_spec(spec: dict, where: str) -> FitSettings:
             int(f["bootstrap"]),
             int(f["block_size"]),
             int(f.get("crossfit", 0)),
+            bool(f.get("crossfit_bootstrap", False)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{where}: {SPEC} has no valid fit settings ({exc})") from None
@@ -587,11 +595,17 @@ def load(directory: str | Path) -> FittedMediation:
         report = FitReport(**fields, selection=_selection_value(saved.get("selection", [])))
     except (KeyError, TypeError, ValueError):
         raise ModelFileError(f"{folder.where}: {SPEC} has no valid fit report") from None
-    crossfit = None
+    crossfit = replicates = None
     if settings.crossfit:
-        crossfit = _crossfit(folder, manifest, spec, model, data, settings.crossfit, template)
+        folds = settings.crossfit
+        crossfit = _crossfit(folder, manifest, spec, model, data, template, CROSSFIT, (folds,))
+    if settings.crossfit_bootstrap:
+        lead = (settings.bootstrap, settings.crossfit)
+        replicates = _crossfit(
+            folder, manifest, spec, model, data, template, CROSSFIT_REPLICATES, lead
+        )
     return FittedMediation(
-        params, replicate_params, counts, model, data, settings, report, crossfit
+        params, replicate_params, counts, model, data, settings, report, crossfit, replicates
     )
 
 
@@ -601,25 +615,31 @@ def _crossfit(
     spec: dict,
     model: Model,
     data: MediationData,
-    folds: int,
     template: tuple,
+    name: str,
+    lead: tuple[int, ...],
 ) -> Any:
-    """The one-step estimator's cross-fitted nuisances, shapes checked against the spec."""
+    """Cross-fitted nuisances from file ``name``, shapes checked against the spec.
+
+    ``lead``: their leading axes, ``(folds,)`` or ``(replicates, folds)``.
+    """
     from dcma_jax.robust import CrossFit
 
-    where = f"{folder.where}: {CROSSFIT}"
+    where = f"{folder.where}: {name}"
+    folds = lead[-1]
     try:
         entry = {"name": "propensity", "kind": "binary", **spec["crossfit"]}
-        state = serialization.msgpack_restore(folder.read(manifest, CROSSFIT))
+        state = serialization.msgpack_restore(folder.read(manifest, name))
         nodes = [state["params"][str(j)] for j in range(len(state["params"]))]
         fold_of = np.asarray(state["folds"], np.int32)
     except (KeyError, TypeError, ValueError):
         raise ModelFileError(f"{where}: missing or malformed cross-fitted nuisances") from None
     generator = _generator_from_spec(entry, where)
-    if len(nodes) != len(template) or fold_of.shape != (data.n,) or fold_of.max() != folds - 1:
+    shape = (*lead[:-1], data.n)
+    if len(nodes) != len(template) or fold_of.shape != shape or fold_of.max() != folds - 1:
         raise ModelFileError(f"{where}: does not match the spec ({folds} folds, {data.n} rows)")
     params = tuple(
-        _check_tree(where, f"node {j} parameters", e, t, (folds,))
+        _check_tree(where, f"node {j} parameters", e, t, lead)
         for j, (e, t) in enumerate(zip(nodes, template, strict=True))
     )
 
@@ -627,7 +647,7 @@ def _crossfit(
         if name not in state:
             raise ModelFileError(f"{where}: holds no {name} parameters")
         shape = jax.eval_shape(lambda: init_params(generator, jax.random.key(0), width))
-        return _check_tree(where, f"{name} parameters", state[name], shape, (folds,))
+        return _check_tree(where, f"{name} parameters", state[name], shape, lead)
 
     p, k = model.num_covariates, model.graph.num_mediators
     propensity = restored("propensity", p) if p else None

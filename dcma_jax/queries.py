@@ -555,7 +555,9 @@ def effects(
             "ci_level": ci_level,
             "estimator": estimator,
             "ci_method": CI_METHOD if fitted.bootstrap else None,
-            "intervals": _interval_rules(spec, fitted.bootstrap, estimator),
+            "intervals": _interval_rules(
+                spec, fitted.bootstrap, extra_meta.get("onestep", {}).get("intervals")
+            ),
             "seed": seed,
             "devices": devices.describe(),
             "energy_convention": ENERGY_CONVENTION,
@@ -602,14 +604,16 @@ def effects(
     )
 
 
-def _interval_rules(spec: FunctionalSpec, bootstrap: int, estimator: str) -> dict | None:
-    """``meta["intervals"]``: the interval rule of each functional in the table (or ``None``)."""
+def _interval_rules(spec: FunctionalSpec, bootstrap: int, onestep: dict | None) -> dict | None:
+    """``meta["intervals"]``: the interval rule of each functional in the table (or ``None``).
+
+    ``onestep``: the one-step estimator's rules of the rows it replaced.
+    """
     rules = {}
     if bootstrap:
         rules = dict.fromkeys(("mean", "quantile", "cdf"), PERCENTILE_RULE)
         rules.update(dict.fromkeys(spec.distances, DISTANCE_RULE))
-    if estimator == "onestep":
-        rules.update(robust.INTERVAL_RULES)
+    rules.update(onestep or {})
     return rules or None
 
 

@@ -61,6 +61,7 @@ from dcma_jax.diagnostics import chain_log_density
 from dcma_jax.errors import ArgumentError
 from dcma_jax.estimands import Estimands, FunctionalSpec, Row
 from dcma_jax.generators.base import Generator, apply_batched, generator_class
+from dcma_jax.inference import percentile_interval
 from dcma_jax.model import Model, float_dtype
 from dcma_jax.simulate import simulate_rows
 from dcma_jax.training import (
@@ -182,18 +183,65 @@ def fit_crossfit(
       TrainingError: a fold's fit diverged (the message names node and fold).
     """
     check_crossfit(data, folds)
-    fold_key, node_key, prop_key = jax.random.split(key, 3)
+    fold_key, fit_key = jax.random.split(key)
     fold_of = fold_assignment(fold_key, np.asarray(data.treatment), folds)
-    counts = jnp.asarray(fold_of[None, :] != np.arange(folds)[:, None], float_dtype())
+    generator = _binary_generator(propensity, link)
+    return _fit_folds(model, data, fit_key, config, fold_of, generator, np.ones(data.n))
+
+
+def fit_crossfit_replicates(
+    model: Model,
+    data: MediationData,
+    key: jax.Array,
+    config: TrainConfig,
+    point: CrossFit,
+    counts: jax.Array,
+) -> CrossFit:
+    """The cross-fit of every bootstrap resample, for the bootstrap of the whole estimator.
+
+    ``counts`` ``(B, n)`` are the resamples' row counts; the leaves get a leading axis ``B``.
+
+    The folds are the point fit's, by original row, so a resample's copies of a row share its
+    fold and no fold's nuisances see the rows they correct.
+    """
+    folds = np.asarray(point.folds)
+    fits = [
+        _fit_folds(
+            model,
+            data,
+            jax.random.fold_in(key, b),
+            config,
+            folds,
+            point.propensity_generator,
+            np.asarray(counts[b]),
+        )
+        for b in range(counts.shape[0])
+    ]
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *fits)
+
+
+def _fit_folds(
+    model: Model,
+    data: MediationData,
+    key: jax.Array,
+    config: TrainConfig,
+    fold_of: np.ndarray,
+    generator: Generator,
+    resample: np.ndarray,
+) -> CrossFit:
+    """The nuisances of every fold, on the rows outside it weighted by ``resample``."""
+    num_folds = int(fold_of.max()) + 1
+    outside = fold_of[None, :] != np.arange(num_folds)[:, None]
+    counts = jnp.asarray(outside * resample[None, :], float_dtype())
+    node_key, prop_key = jax.random.split(key)
     params, infos = fit_model_replicates(
-        model, data, replicate_keys(node_key, len(model.generators), folds), counts, config
+        model, data, replicate_keys(node_key, len(model.generators), num_folds), counts, config
     )
     for node, info in zip(model.graph.nodes, infos, strict=True):
         _check_folds(np.asarray(info.diverged), f"node {node.name!r}")
-    generator = _binary_generator(propensity, link)
     a, x, mx = _contexts(data)
     weights = jnp.asarray(data.weights, float_dtype())
-    prop_keys, clf_keys = jax.random.split(prop_key, (2, folds))
+    prop_keys, clf_keys = jax.random.split(prop_key, (2, num_folds))
     prop = None
     if x is not None:
         prop, info = fit_generator_replicates(generator, config, prop_keys, counts, a, x, weights)
@@ -439,6 +487,15 @@ def _ratio_choice(model: Model, density_ratio: str) -> str:
     return density_ratio
 
 
+def _scale(data: MediationData) -> float:
+    """The outcome's scale of internal units (1 for a binary outcome's codes)."""
+    return data.outcome_var.scale if data.outcome_var.kind == "continuous" else 1.0
+
+
+def _center(data: MediationData) -> float:
+    return data.outcome_var.center if data.outcome_var.kind == "continuous" else 0.0
+
+
 def outcome_grid(data: MediationData, extra: np.ndarray, size: int = GRID_POINTS) -> np.ndarray:
     """Equally spaced ``t`` grid (internal units) over the observed and simulated outcomes."""
     if data.outcome_var.kind == "binary":
@@ -458,6 +515,7 @@ def onestep(
     density_ratio: str = "auto",
     draws_per_row: int = DEFAULT_DRAWS_PER_ROW,
     grid: np.ndarray | None = None,
+    replicate: int | None = None,
 ) -> OneStep:
     """Cross-fitted one-step estimates of every arm's mean and CDF (see the module docstring).
 
@@ -470,16 +528,21 @@ def onestep(
       draws_per_row: Monte Carlo draws per row for ``eta`` and ``mu``.
       grid: ``t`` grid in internal units for the quantiles (default :func:`outcome_grid` over
         the observed outcomes).
+      replicate: a bootstrap replicate ``b``: the estimate on its resample with its own
+        cross-fit (``fitted.crossfit_replicates``), for the bootstrap of the whole estimator.
     """
     check_onestep(fitted, estimands)
     if draws_per_row < 2:
         raise ArgumentError(f"draws_per_row must be at least 2, got {draws_per_row}")
     model, data, cf = fitted.model, fitted.data, fitted.crossfit
+    weights = np.asarray(data.weights, np.float64)
+    if replicate is not None:
+        cf = jax.tree.map(lambda v: v[replicate], fitted.crossfit_replicates)
+        weights = weights * np.asarray(fitted.replicate_counts[replicate], np.float64)
     ratio = _ratio_choice(model, density_ratio)
     var = data.outcome_var
     dtype = float_dtype()
-    scale = var.scale if var.kind == "continuous" else 1.0
-    center = var.center if var.kind == "continuous" else 0.0
+    scale, center = _scale(data), _center(data)
     # CDF points are in original units; a binary outcome's, like the plug-in's, in its codes.
     points = (np.asarray(spec.cdf_points, np.float64) - center) / scale
     grid = outcome_grid(data, np.empty(0)) if grid is None else np.asarray(grid, np.float64)
@@ -498,7 +561,7 @@ def onestep(
         rows = np.flatnonzero(folds == k)
         padded = np.concatenate([rows, np.full(size - rows.size, rows[0])])
         outside = folds != k
-        share = np.sum(data.weights[outside] * treatment[outside]) / np.sum(data.weights[outside])
+        share = np.sum(weights[outside] * treatment[outside]) / np.sum(weights[outside])
         take = functools.partial(jax.tree.map, lambda v, k=k: v[k])
         fold_phi, fold_p1 = fold_influence(
             model,
@@ -521,7 +584,7 @@ def onestep(
         )
         phi[rows] = np.moveaxis(np.asarray(fold_phi), 0, 1)[: rows.size]
         p1[rows] = np.asarray(fold_p1)[: rows.size]
-    w = data.weights / data.weights.mean()
+    w = weights / weights.mean()
     estimate = np.einsum("n,nah->ah", w, phi) / n
     influence = w[:, None, None] * (phi - estimate[None])
     p = points.size
@@ -546,6 +609,49 @@ def onestep(
 # --------------------------------------------------------------------------------------------
 
 
+def row_values(
+    result: OneStep,
+    estimands: Estimands,
+    rows: Sequence[Row],
+    curve_levels: np.ndarray,
+    cdfs: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One-step values of the mean, CDF and quantile rows (others ``NaN``), and the curves.
+
+    Quantiles are read from ``cdfs``: rearranged grid CDFs ``(..., n_arms, G)`` (default the
+    estimate's); a leading batch of them (multiplier or bootstrap draws) gives values
+    ``(..., rows)`` and curves ``(..., n_contrasts, levels)``.
+    """
+    layout = estimands.layout
+    levels = sorted({r.level for r in rows if r.functional == "quantile"})
+    cdfs = rearrange(result.grid_cdf) if cdfs is None else cdfs
+    quants = result.quantiles(levels, cdfs)
+    by_name = {c.name: c for c in layout.contrasts}
+    point_index = {float(t): i for i, t in enumerate(result.cdf_points)}
+    values = np.full((*cdfs.shape[:-2], len(rows)), np.nan)
+    means = {}
+    for i, row in enumerate(rows):
+        c = by_name.get(row.effect)
+        if c is None:
+            continue
+        if row.functional == "mean":
+            values[..., i] = means[row.effect] = result.mean[c.arm] - result.mean[c.reference]
+        elif row.functional == "cdf":
+            j = point_index[float(row.level)]
+            values[..., i] = result.cdf[c.arm, j] - result.cdf[c.reference, j]
+        elif row.functional == "quantile":
+            j = levels.index(row.level)
+            values[..., i] = quants[..., c.arm, j] - quants[..., c.reference, j]
+    for name, numerator, denominator in layout.ratios:
+        i = next(j for j, r in enumerate(rows) if r.effect == name and r.functional == "mean")
+        values[..., i] = means[numerator] / means[denominator]
+    curve_q = result.quantiles(curve_levels, cdfs)
+    curves = np.stack(
+        [curve_q[..., c.arm, :] - curve_q[..., c.reference, :] for c in layout.contrasts], -2
+    )
+    return values, curves
+
+
 def effect_table(
     result: OneStep,
     estimands: Estimands,
@@ -566,52 +672,33 @@ def effect_table(
     """
     layout = estimands.layout
     n = result.mean_influence.shape[0]
-    z = float(ndtri(0.5 + ci_level / 2.0))
-    levels = sorted({r.level for r in rows if r.functional == "quantile"})
-    quants = result.quantiles(levels) if levels else None
-    boot = result.multiplier_cdfs(key)
-    boot_q = result.quantiles(levels, boot) if levels else None
-    curves_q, boot_curves = result.quantiles(curve_levels), result.quantiles(curve_levels, boot)
+    values, curves = row_values(result, estimands, rows, curve_levels)
     by_name = {c.name: c for c in layout.contrasts}
     point_index = {float(t): i for i, t in enumerate(result.cdf_points)}
-    values = np.full(len(rows), np.nan)
-    low, high, se = values.copy(), values.copy(), values.copy()
     influence = np.full((n, len(rows)), np.nan)
-    alpha = 100 * (1 - ci_level) / 2
-    mean_if = {}
     for i, row in enumerate(rows):
         c = by_name.get(row.effect)
         if c is not None and row.functional == "mean":
-            values[i] = result.mean[c.arm] - result.mean[c.reference]
-            influence[:, i] = (
-                result.mean_influence[:, c.arm] - result.mean_influence[:, c.reference]
-            )
-            mean_if[row.effect] = (values[i], influence[:, i])
+            arms = result.mean_influence
+            influence[:, i] = arms[:, c.arm] - arms[:, c.reference]
         elif c is not None and row.functional == "cdf":
-            j = point_index[float(row.level)]
-            values[i] = result.cdf[c.arm, j] - result.cdf[c.reference, j]
-            influence[:, i] = (
-                result.cdf_influence[:, c.arm, j] - result.cdf_influence[:, c.reference, j]
-            )
-        elif c is not None and row.functional == "quantile":
-            j = levels.index(row.level)
-            values[i] = quants[c.arm, j] - quants[c.reference, j]
-            draws = boot_q[:, c.arm, j] - boot_q[:, c.reference, j]
-            low[i], high[i] = np.percentile(draws, (alpha, 100 - alpha))
-            se[i] = np.std(draws, ddof=1)
+            arms = result.cdf_influence[:, :, point_index[float(row.level)]]
+            influence[:, i] = arms[:, c.arm] - arms[:, c.reference]
+    index = {(r.effect, r.functional): i for i, r in enumerate(rows)}
     for name, numerator, denominator in layout.ratios:
-        i = next(j for j, r in enumerate(rows) if r.effect == name and r.functional == "mean")
-        (num, num_if), (den, den_if) = mean_if[numerator], mean_if[denominator]
-        values[i] = num / den
-        influence[:, i] = (num_if - values[i] * den_if) / den
-    wald = ~np.isnan(influence[0])
-    se[wald] = np.sqrt(np.sum(influence[:, wald] ** 2, axis=0)) / n
-    low[wald], high[wald] = values[wald] - z * se[wald], values[wald] + z * se[wald]
-    curves = np.stack([curves_q[c.arm] - curves_q[c.reference] for c in layout.contrasts])
-    boot_c = np.stack(
-        [boot_curves[:, c.arm] - boot_curves[:, c.reference] for c in layout.contrasts], 1
+        i, num, den = (index[(e, "mean")] for e in (name, numerator, denominator))
+        influence[:, i] = (influence[:, num] - values[i] * influence[:, den]) / values[den]
+    z = float(ndtri(0.5 + ci_level / 2.0))
+    se = np.sqrt(np.sum(influence**2, axis=0)) / n
+    low, high = values - z * se, values + z * se
+    # Quantile rows and curves: the multiplier draws through rearrangement and inversion.
+    boot_values, boot_curves = row_values(
+        result, estimands, rows, curve_levels, result.multiplier_cdfs(key)
     )
-    curves_low, curves_high = np.percentile(boot_c, (alpha, 100 - alpha), axis=0)
+    quantile = np.array([r.functional == "quantile" for r in rows])
+    low[quantile], high[quantile] = percentile_interval(boot_values[:, quantile], ci_level)
+    se[quantile] = np.std(boot_values[:, quantile], axis=0, ddof=1)
+    curves_low, curves_high = percentile_interval(boot_curves, ci_level)
     return {
         "values": values,
         "low": low,
@@ -662,6 +749,7 @@ INTERVAL_RULES = {
     "cdf": "wald_influence",
     "quantile": "multiplier_percentile",
 }
+BOOTSTRAP_RULE = "bootstrap_percentile (nuisances cross-fitted again on every resample)"
 
 
 def onestep_effects(
@@ -713,6 +801,23 @@ def onestep_effects(
         grid=outcome_grid(fitted.data, draws),
     )
     table = effect_table(result, estimands, rows, ci_level, mult_key, curve_levels)
+    rules = dict(INTERVAL_RULES)
+    if fitted.crossfit_replicates is not None:
+        table.update(
+            _bootstrap_intervals(
+                fitted,
+                estimands,
+                spec,
+                rows,
+                result,
+                grid_key,
+                ci_level,
+                curve_levels,
+                ratio=result.density_ratio,
+                draws_per_row=draws_per_row,
+            )
+        )
+        rules = dict.fromkeys(ONESTEP_FUNCTIONALS, BOOTSTRAP_RULE)
     replaced = np.array([r.functional in ONESTEP_FUNCTIONALS for r in rows])
     n_rows = len(rows)
     low = np.full(n_rows, np.nan) if plugin["low"] is None else np.array(plugin["low"], float)
@@ -736,7 +841,7 @@ def onestep_effects(
         "draws_per_row": draws_per_row,
         "grid_points": int(result.grid.size),
         "multiplier_draws": MULTIPLIER_DRAWS,
-        "intervals": dict(INTERVAL_RULES),
+        "intervals": rules,
         "plugin_estimates": [
             float(v) if replaced[i] else None for i, v in enumerate(plugin_values)
         ],
@@ -745,6 +850,44 @@ def onestep_effects(
     }
     positivity_meta = positivity(result.propensity, np.asarray(fitted.data.treatment))
     return arrays, {"onestep": meta, "positivity": positivity_meta}
+
+
+def _bootstrap_intervals(
+    fitted: FittedMediation,
+    estimands: Estimands,
+    spec: FunctionalSpec,
+    rows: Sequence[Row],
+    point: OneStep,
+    key: jax.Array,
+    ci_level: float,
+    curve_levels: np.ndarray,
+    *,
+    ratio: str,
+    draws_per_row: int,
+) -> dict[str, np.ndarray]:
+    """Percentile bounds of the one-step rows and curves over the bootstrap replicates.
+
+    Each replicate is estimated on its resample with its own cross-fit; diverged ones are out.
+    """
+    grid = (point.grid - _center(fitted.data)) / _scale(fitted.data)
+    values, curves = [], []
+    for b in np.flatnonzero(fitted.kept_replicates):
+        replicate = onestep(
+            fitted,
+            estimands,
+            spec,
+            key=jax.random.fold_in(key, int(b)),
+            density_ratio=ratio,
+            draws_per_row=draws_per_row,
+            grid=grid,
+            replicate=int(b),
+        )
+        v, c = row_values(replicate, estimands, rows, curve_levels)
+        values.append(v)
+        curves.append(c)
+    low, high = percentile_interval(np.stack(values), ci_level)
+    curves_low, curves_high = percentile_interval(np.stack(curves), ci_level)
+    return {"low": low, "high": high, "curves_low": curves_low, "curves_high": curves_high}
 
 
 def onestep_query(

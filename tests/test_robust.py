@@ -9,6 +9,7 @@ sample size (so the test can fail both ways).
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 from scipy.stats import norm
@@ -24,6 +25,8 @@ ARMS = ("Y(1,M(1))", "Y(1,M(0))", "Y(0,M(1))", "Y(0,M(0))")
 EFFECTS = {"TE": (0, 3), "NDE_control": (1, 3), "NIE_treated": (0, 1)}
 SEEDS = (0, 1, 2, 3)
 N = 1500
+#: Rows of the functional tests: one size, so that they share compiled programs.
+SMALL = 600
 
 
 def _data(frame):
@@ -124,12 +127,12 @@ def test_onestep_is_unbiased_on_the_linear_scm():
 
 def test_effects_query_reports_onestep_rows_with_influence_intervals():
     study = ROBUSTNESS_STUDIES["outcome_misspecified"]
-    fitted = dj.fit(_data(study.observational(7, 800)), generators="linear", crossfit=4, seed=3)
-    kwargs = {"num_draws": 20_000, "quantiles": (0.5,), "cdf_points": (1.0,), "seed": 5}
+    fitted = dj.fit(_data(study.observational(7, SMALL)), generators="linear", crossfit=3, seed=3)
+    kwargs = {"num_draws": 5_000, "quantiles": (0.5,), "cdf_points": (1.0,), "seed": 5}
     plugin = fitted.effects(**kwargs)
-    result = fitted.effects(estimator="onestep", draws_per_row=100, **kwargs)
+    result = fitted.effects(estimator="onestep", draws_per_row=50, **kwargs)
     table, meta = result.summary(), result.meta
-    assert meta["estimator"] == "onestep" and meta["onestep"]["folds"] == 4
+    assert meta["estimator"] == "onestep" and meta["onestep"]["folds"] == 3
     assert meta["intervals"]["mean"] == "wald_influence"
     same = table.functional.isin(["wasserstein", "energy", "ks"])
     # Distances stay plug-in: the same numbers as the plug-in query with the same seed.
@@ -154,7 +157,7 @@ def test_effects_query_reports_onestep_rows_with_influence_intervals():
 
 def test_saved_crossfit_model_gives_the_same_onestep(tmp_path):
     study = ROBUSTNESS_STUDIES["linear"]
-    fitted = dj.fit(_data(study.observational(3, 400)), generators="linear", crossfit=3, seed=1)
+    fitted = dj.fit(_data(study.observational(3, SMALL)), generators="linear", crossfit=3, seed=1)
     loaded = dj.load(fitted.save(tmp_path / "model"))
     a = fitted.onestep(cdf_points=(1.0,), draws_per_row=50)
     b = loaded.onestep(cdf_points=(1.0,), draws_per_row=50)
@@ -163,7 +166,7 @@ def test_saved_crossfit_model_gives_the_same_onestep(tmp_path):
 
 
 def test_estimates_ignore_the_scale_of_the_weights():
-    frame = ROBUSTNESS_STUDIES["linear"].observational(4, 400)
+    frame = ROBUSTNESS_STUDIES["linear"].observational(4, SMALL)
     frame["w"] = np.random.default_rng(0).uniform(0.5, 2.0, len(frame))
     out = []
     for factor in (1.0, 1000.0):
@@ -182,10 +185,10 @@ def test_estimates_ignore_the_scale_of_the_weights():
 
 def test_positivity_warning_names_poor_overlap():
     rng = np.random.default_rng(0)
-    frame = ROBUSTNESS_STUDIES["linear"].observational(5, 600)
-    frame["A"] = (rng.uniform(size=600) < 1 / (1 + np.exp(-5 * frame.X))).astype(int)
+    frame = ROBUSTNESS_STUDIES["linear"].observational(5, SMALL)
+    frame["A"] = (rng.uniform(size=SMALL) < 1 / (1 + np.exp(-5 * frame.X))).astype(int)
     fitted = dj.fit(_data(frame), generators="linear", crossfit=3, seed=0)
-    propensity = fitted.onestep(draws_per_row=20).propensity
+    propensity = fitted.onestep(draws_per_row=50).propensity
     diag = robust.positivity(propensity, np.asarray(fitted.data.treatment))
     assert diag["share_beyond_bound"] > 0.05
     assert diag["warning"].startswith("poor overlap")
@@ -306,7 +309,7 @@ def test_cli_fit_then_onestep_effects(tmp_path, capsys):
     from dcma_jax import cli
 
     csv = tmp_path / "d.csv"
-    ROBUSTNESS_STUDIES["outcome_misspecified"].observational(1, 300).to_csv(csv, index=False)
+    ROBUSTNESS_STUDIES["outcome_misspecified"].observational(1, SMALL).to_csv(csv, index=False)
     roles = ["--data", str(csv), "--treatment", "A", "--mediators", "M", "--outcome", "Y"]
     roles += ["--covariates", "X"]
     assert cli.main(["run", *roles, "--folds", "1", "--out", str(tmp_path)]) == 2
@@ -315,7 +318,7 @@ def test_cli_fit_then_onestep_effects(tmp_path, capsys):
     fit = ["fit", *roles, "--generator", "linear", "--folds", "3", "--save", str(model)]
     assert cli.main(fit) == 0
     capsys.readouterr()
-    query = ["--estimator", "onestep", "--draws", "2000", "--draws-per-row", "20", "--no-plots"]
+    query = ["--estimator", "onestep", "--draws", "5000", "--draws-per-row", "50", "--no-plots"]
     path = tmp_path / "e.json"
     code = cli.main(["effects", "--model", str(model), *query, "--json", str(path)])
     printed = capsys.readouterr().out
@@ -324,3 +327,32 @@ def test_cli_fit_then_onestep_effects(tmp_path, capsys):
     assert "Propensity P(A=1|X), out of fold" in printed
     meta = json.loads(path.read_text())["meta"]
     assert meta["estimator"] == "onestep" and meta["crossfit_folds"] == 3
+
+
+def test_bootstrap_of_the_whole_onestep_estimator(tmp_path):
+    # Every resample cross-fitted again: percentile intervals whose width matches the
+    # influence-function interval's; with B = 30 the bootstrap SD has a relative SE of
+    # 1 / sqrt(2 B) = 13%, so the width ratio lies within 1 +- 3 * 0.13.
+    study = ROBUSTNESS_STUDIES["outcome_misspecified"]
+    data = _data(study.observational(8, SMALL))
+    fitted = dj.fit(
+        data, generators="linear", crossfit=3, bootstrap=30, crossfit_bootstrap=True, seed=2
+    )
+    leaves = jax.tree.leaves(fitted.crossfit_replicates.classifier)
+    assert all(leaf.shape[:2] == (30, 3) for leaf in leaves)
+    kwargs = {"num_draws": 5_000, "quantiles": (0.5,), "cdf_points": (1.0,), "draws_per_row": 50}
+    result = fitted.effects(estimator="onestep", distances=(), **kwargs)
+    assert result.meta["intervals"]["mean"].startswith("bootstrap_percentile")
+    table = result.table
+    se = np.array(result.meta["onestep"]["standard_errors"], np.float64)
+    rows = table.functional.isin(["mean", "cdf"]).to_numpy() & ~table.effect.str.startswith("PM")
+    width = (table.ci_high - table.ci_low).to_numpy()[rows]
+    ratio = width / (2 * norm.ppf(0.975) * se[rows])
+    assert np.all(np.abs(ratio - 1) <= 3 / np.sqrt(2 * 30)), ratio
+    loaded = dj.load(fitted.save(tmp_path / "model")).crossfit_replicates
+    for a, b in zip(
+        jax.tree.leaves(loaded), jax.tree.leaves(fitted.crossfit_replicates), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ArgumentError, match="crossfit_bootstrap needs"):
+        dj.fit(data, generators="linear", crossfit=3, crossfit_bootstrap=True)

@@ -261,6 +261,13 @@ def add_crossfit_flags(parser: argparse.ArgumentParser) -> None:
         help="family of the propensity model P(A=1|X) and of the classifier P(A=1|M,X): "
         "linear is a logistic GLM, mdn a Bernoulli MLP (default: %(default)s)",
     )
+    group.add_argument(
+        "--onestep-bootstrap",
+        action="store_true",
+        help="with --folds and --bootstrap: cross-fit every bootstrap resample too (B x K "
+        "more fits of every node), so the one-step estimator's intervals are the bootstrap of "
+        "the whole estimator (default: off, influence-function intervals)",
+    )
 
 
 def add_estimator_flags(parser: argparse.ArgumentParser) -> None:

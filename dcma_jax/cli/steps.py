@@ -204,6 +204,7 @@ def fit_from_args(
         checkpoint=checkpoint,
         crossfit=crossfit_folds(args),
         propensity=getattr(args, "propensity", "linear"),
+        crossfit_bootstrap=getattr(args, "onestep_bootstrap", False),
         progress=progress,
     )
 
@@ -441,9 +442,11 @@ def report(
         else "no intervals (--bootstrap 0)"
     )
     if meta.get("estimator") == "onestep":
+        bootstrapped = meta["onestep"]["intervals"]["mean"].startswith("bootstrap")
+        kind = "bootstrap (resamples cross-fitted again)" if bootstrapped else "influence-function"
         interval = (
             f"one-step estimator, {meta['onestep']['folds']}-fold cross-fitted, for means, CDFs "
-            f"and quantiles with {meta['ci_level']:.0%} influence-function intervals; "
+            f"and quantiles with {meta['ci_level']:.0%} {kind} intervals; "
             f"distances plug-in with {interval}"
         )
     families = sorted(set(meta["generators"].values()))
