@@ -450,7 +450,8 @@ def effects(
         positivity diagnostic to ``meta["diagnostics"]["positivity"]``.
       density_ratio: one-step only: the mediator density ratio from the generators'
         log-densities (``"density"``), from a classifier of ``A`` on ``(M, X)``
-        (``"classifier"``), or ``"auto"`` (densities where every mediator has one).
+        (``"classifier"``), or ``"auto"`` (densities of closed-form mediator models, the
+        classifier for neural ones).
       draws_per_row: one-step only: Monte Carlo draws per row of the outcome regressions.
       progress: called with a stage description before each stage.
 

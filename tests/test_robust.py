@@ -231,9 +231,12 @@ def test_refusals_are_one_line_argument_errors():
 
 def test_density_ratio_choice_follows_the_generators():
     data = _data(ROBUSTNESS_STUDIES["linear"].observational(0, 100))
-    with_density = dj.build_model(data, "mdn")
+    closed = dj.build_model(data, "linear")
+    neural = dj.build_model(data, "mdn")
     without = dj.build_model(data, {"M": "diffusion", "Y": "linear"})
-    assert robust._ratio_choice(with_density, "auto") == "density"
+    assert robust._ratio_choice(closed, "auto") == "density"
+    assert robust._ratio_choice(neural, "auto") == "classifier"
+    assert robust._ratio_choice(neural, "density") == "density"
     assert robust._ratio_choice(without, "auto") == "classifier"
     with pytest.raises(ArgumentError, match="has none"):
         robust._ratio_choice(without, "density")

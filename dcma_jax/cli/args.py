@@ -289,8 +289,8 @@ def add_estimator_flags(parser: argparse.ArgumentParser) -> None:
         choices=list(DENSITY_RATIOS),
         default="auto",
         help="one-step: the mediator density ratio from the generators' densities, from the "
-        "classifier of A on (M, X), or auto (densities where every mediator generator has "
-        "one) (default: %(default)s)",
+        "classifier of A on (M, X), or auto (densities of closed-form mediator models, the "
+        "classifier for neural ones) (default: %(default)s)",
     )
     group.add_argument(
         "--draws-per-row",
