@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dcma_jax.errors import ArgumentError
 
@@ -81,7 +81,8 @@ def map_over_devices(
     it) and return pytrees with the same leading axis. Each device gets a contiguous share of
     ``ceil(n / devices)`` units, the last one's padded with copies of unit ``n - 1``; the
     padding's results are dropped. ``shared`` is passed whole to every device. With one
-    device this is ``fn(batched, shared)`` itself.
+    device this is ``fn(batched, shared)`` itself. The outputs are gathered whole onto every
+    device, so every process of a multi-host run can read them.
 
     Args:
       fn: ``(batched share, shared) -> outputs``, traceable.
@@ -107,4 +108,8 @@ def map_over_devices(
         # every device and becomes per-device (a fit's zero-initialised biases).
         check_vma=False,
     )
-    return jax.tree.map(lambda v: v[:n], split(padded, shared))
+    # Whole on every device: each process of a multi-host run can read every result.
+    whole = NamedSharding(mesh, PartitionSpec())
+    return jax.tree.map(
+        lambda v: jax.lax.with_sharding_constraint(v[:n], whole), split(padded, shared)
+    )
