@@ -5,9 +5,10 @@ simulations) are independent units, each with its own random stream (a chunk's k
 ``fold_in(key, chunk)``, a replicate's key is its own). :func:`map_over_devices` splits such a
 leading axis across the devices of a :class:`jax.sharding.Mesh` with :func:`jax.shard_map`:
 each device runs the unchanged one-device program on its share, so the numbers do not depend
-on how many devices there are. The axis is padded to a multiple of the device count with
-copies of its last unit, whose results are dropped. On one device nothing is wrapped: the
-program is exactly the unsharded one.
+on how many devices there are (simulations bit for bit; ``vmap``ped fits up to float32
+rounding, as XLA sums in another order for another ``vmap`` width). The axis is padded to a
+multiple of the device count with copies of its last unit, whose results are dropped. On one
+device nothing is wrapped: the program is exactly the unsharded one.
 
 Several hosts: call :func:`jax.distributed.initialize` before anything else; ``jax.devices()``
 then lists every process's devices and :func:`device_mesh` spans them (see
@@ -60,8 +61,8 @@ def resolve(mesh: Mesh | None) -> Mesh:
 def describe(mesh: Mesh | None = None) -> dict[str, Any]:
     """The devices a mesh spans, JSON-ready: platform, device kind, count, processes.
 
-    For a result's ``meta``, so a reader can tell where the numbers were computed (they do
-    not depend on it, up to float rounding of sums over draws).
+    For a result's ``meta``, so a reader can tell where the numbers were computed (they
+    depend on it only through the float32 rounding of bootstrap fits).
     """
     devices = list(resolve(mesh).devices.flat)
     return {

@@ -319,7 +319,9 @@ def simulate_packed(
 
     ``mesh`` (static; default every device, :func:`dcma_jax.devices.device_mesh`): the chunks
     are split across its devices (:func:`~dcma_jax.devices.map_over_devices`); each chunk keeps
-    its key, so the draws are the same on any number of devices.
+    its key, so the draws are the same on any number of devices. A partial last chunk is drawn
+    at its own size (rounded up to :data:`REST_ALIGN`), with the draws a full one would start
+    with.
     """
     k = model.graph.num_mediators
     if arms.mediators.ndim != 3 or arms.mediators.shape[2] != k:

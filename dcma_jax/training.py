@@ -377,7 +377,8 @@ def fit_model_replicates(
       counts: ``(B, n)`` row counts of the resamples (see :func:`fit_generator_replicates`).
       config: optimisation settings.
       mesh: the devices the replicates are split across (default: every device); the fits
-        do not depend on it.
+        depend on it only by float32 rounding (a device's ``vmap`` width changes XLA's
+        summation order).
 
     Returns:
       Per-node variables and diagnostics with a leading replicate axis. A replicate that
