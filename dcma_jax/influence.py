@@ -26,7 +26,8 @@ CDF and quantile rows (``cdf_points``, ``quantiles``): an arm's CDF is the smoot
 over the drawn mediators (differentiable in the weights and the parameters, unlike the share
 of draws below ``t``), and an arm's quantile ``Q(q)`` solves ``F(Q) = q`` (Newton steps on
 ``F`` and its density ``f = dF/dt`` by ``jax.jvp``), so ``U_Q = -U_{F(Q)} / f(Q)`` by the
-implicit function theorem.
+implicit function theorem. Distance rows are functionals of two arms' smooth CDFs on a grid:
+Wasserstein-1 ``int |F - G|``, energy ``2 int (F - G)^2``, KS ``max |F - G|``.
 """
 
 from __future__ import annotations
@@ -51,6 +52,17 @@ from dcma_jax.simulate import simulate_rows
 if TYPE_CHECKING:
     from dcma_jax.fitted import FittedMediation
 
+#: Points of the grid the distances integrate the arms' smooth CDFs over.
+DISTANCE_GRID = 256
+#: Distances between two arms from their CDFs on a grid: Wasserstein-1 = int |F - G|, the
+#: energy distance 2 int (F - G)^2 (the 1-D identity), Kolmogorov-Smirnov = max |F - G|.
+DISTANCE_FORMS = {
+    "wasserstein": lambda gap, grid: jnp.trapezoid(jnp.abs(gap), grid),
+    "energy": lambda gap, grid: 2.0 * jnp.trapezoid(gap**2, grid),
+    "ks": lambda gap, grid: jnp.max(jnp.abs(gap)),
+}
+#: The power of the outcome's scale each distance carries (KS has no units).
+DISTANCE_UNITS = {"wasserstein": 1, "energy": 1, "ks": 0}
 #: Largest parameter count of a node whose Hessian is formed.
 MAX_PARAMETERS = 500
 DRAWS_PER_ROW = 64
@@ -135,6 +147,7 @@ def influence(
     reference: object = None,
     quantiles: Sequence[float] = (),
     cdf_points: Sequence[float] = (),
+    distances: Sequence[str] = (),
     draws_per_row: int = DRAWS_PER_ROW,
     seed: int | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray]:
@@ -142,8 +155,10 @@ def influence(
 
     Bound as ``FittedMediation.influence``. The effect arguments are those of
     :func:`dcma_jax.queries.effects`; mean effects always, and for every contrast its CDF
-    rows at ``cdf_points`` (original units) and quantile rows at ``quantiles`` (continuous
-    outcome) when asked for (see the module docstring).
+    rows at ``cdf_points`` (original units), quantile rows at ``quantiles`` and distance rows
+    (``"wasserstein"``, ``"energy"``, ``"ks"``; continuous outcome) when asked for (see the
+    module docstring). A distance's IJ error assumes a non-zero distance: at 0 it is not
+    differentiable.
 
     Returns:
       ``(table, U)``: ``table`` has columns ``effect, functional, level, estimate, ij_se``
@@ -176,8 +191,13 @@ def influence(
             "model's part; use the bootstrap"
         )
     binary = data.outcome_var.kind == "binary"
-    if quantiles and binary:
-        raise ArgumentError("quantile rows of a binary outcome have no influence (not smooth)")
+    if (quantiles or distances) and binary:
+        raise ArgumentError(
+            "quantile and distance rows of a binary outcome have no influence (not smooth)"
+        )
+    unknown = sorted(set(distances) - set(DISTANCE_FORMS))
+    if unknown:
+        raise ArgumentError(f"unknown distances {unknown}; choose from {list(DISTANCE_FORMS)}")
     estimands = queries.build_estimands(
         data, model, effects, treatment_values, reference, path_specific, path_reference
     )
@@ -194,6 +214,11 @@ def influence(
         _arm_cdfs, model, key=key, covariates=covariates, arms=arms, draws_per_row=draws_per_row
     )
     at_quantile = _arm_quantiles(cdfs, fitted.params, weights, levels, n_arms, dtype)
+    # The distances integrate |F_arm - F_ref| over a fixed grid spanning every arm's draws.
+    draws = simulate_rows(model, fitted.params, key, covariates, arms, draws_per_row)
+    low, high = float(jnp.min(draws)), float(jnp.max(draws))
+    pad = 0.1 * (high - low)
+    grid = jnp.linspace(low - pad, high + pad, DISTANCE_GRID, dtype=dtype)
 
     def theta(params, w):
         outcome = simulate_rows(model, params, key, covariates, arms, draws_per_row)
@@ -203,10 +228,26 @@ def influence(
             params=params, weights=w, t=jnp.broadcast_to(points, (n_arms,) + points.shape)
         )
         by_level = cdfs(params=params, weights=w, t=at_quantile)
-        return jnp.concatenate([means, by_point.reshape(-1), by_level.reshape(-1)])
+        on_grid = cdfs(params=params, weights=w, t=jnp.broadcast_to(grid, (n_arms, grid.size)))
+        apart = [on_grid[c.arm] - on_grid[c.reference] for c in layout.contrasts]
+        gaps = [
+            DISTANCE_FORMS[d](g, grid) * scale ** DISTANCE_UNITS[d]
+            for g in apart
+            for d in distances
+        ]
+        return jnp.concatenate(
+            [
+                means,
+                by_point.reshape(-1),
+                by_level.reshape(-1),
+                jnp.stack(gaps or [means[:0]]).reshape(-1),
+            ]
+        )
 
-    values = theta(fitted.params, weights)
-    by_weights, by_params = jax.jacrev(theta, argnums=(1, 0))(fitted.params, weights)
+    # Reverse mode one output at a time (lax.map over the basis), not vmapped as in jacrev:
+    # memory stays that of one backward pass through the grid CDFs.
+    values, pullback = jax.vjp(theta, fitted.params, weights)
+    by_params, by_weights = jax.lax.map(pullback, jnp.eye(values.shape[0], dtype=values.dtype))
     total = by_weights  # (outputs, n)
     for j in range(len(fitted.params)):
         d_theta = jax.vmap(lambda g: ravel_pytree(g)[0])(by_params[j])  # (outputs, p)
@@ -215,7 +256,12 @@ def influence(
     n_means = len(_names(layout))
     n_points = n_arms * points.shape[0]
     u_point = u_all[n_means : n_means + n_points].reshape(n_arms, points.shape[0], data.n)
-    u_level = u_all[n_means + n_points :].reshape(n_arms, levels.size, data.n)
+    n_levels = n_arms * levels.size
+    u_level = u_all[n_means + n_points : n_means + n_points + n_levels].reshape(
+        n_arms, levels.size, data.n
+    )
+    u_gaps = u_all[n_means + n_points + n_levels :]
+    gaps = np.asarray(values[n_means + n_points + n_levels :], np.float64)
     f_point = np.asarray(values[n_means : n_means + n_points]).reshape(n_arms, points.shape[0])
     density = np.asarray(_density(cdfs, fitted.params, weights, at_quantile))
     u_quantile = -u_level / density[:, :, None] * scale  # original units
@@ -223,7 +269,7 @@ def influence(
     rows = [(name, "mean", None) for name in _names(layout)]
     estimates = list(np.asarray(values[:n_means], np.float64))
     u = list(u_all[:n_means])
-    for c in layout.contrasts:
+    for i, c in enumerate(layout.contrasts):
         for j, t in enumerate(cdf_points):
             rows.append((c.name, "cdf", float(t)))
             estimates.append(f_point[c.arm, j] - f_point[c.reference, j])
@@ -232,6 +278,10 @@ def influence(
             rows.append((c.name, "quantile", float(q)))
             estimates.append(q_values[c.arm, j] - q_values[c.reference, j])
             u.append(u_quantile[c.arm, j] - u_quantile[c.reference, j])
+        for j, name in enumerate(distances):
+            rows.append((c.name, name, None))
+            estimates.append(gaps[i * len(distances) + j])
+            u.append(u_gaps[i * len(distances) + j])
     u = np.stack(u)
     table = pd.DataFrame(rows, columns=["effect", "functional", "level"])
     table["estimate"] = np.asarray(estimates, np.float64)
@@ -239,7 +289,7 @@ def influence(
     return table, u
 
 
-def _arm_quantiles(cdfs, params, weights, levels, n_arms, dtype, steps: int = 30) -> jax.Array:
+def _arm_quantiles(cdfs, params, weights, levels, n_arms, dtype) -> jax.Array:
     """Each arm's quantiles ``Q`` with ``F(Q) = q`` on its smooth CDF: ``(n_arms, L)``.
 
     Bisection on ``[-10, 10]`` (internal units: 10 outcome SDs) to 1e-3, then Newton steps.

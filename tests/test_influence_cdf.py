@@ -12,8 +12,9 @@ import pytest
 import dcma_jax as dj
 from dcma_jax.datasets.recovery import RECOVERY_STUDIES
 
-N, B, DRAWS = 1500, 150, 50_000
+N, B, DRAWS = 1000, 150, 50_000
 QUANTILES, POINTS = (0.25, 0.75), (0.5, 1.5)
+DISTANCES = ("wasserstein", "energy", "ks")
 EFFECTS = ["TE", "NDE_control", "NIE_treated"]
 
 
@@ -31,8 +32,9 @@ def fitted():
 
 @pytest.fixture(scope="module")
 def tables(fitted):
-    ij, u = fitted.influence(quantiles=QUANTILES, cdf_points=POINTS, draws_per_row=32)
-    boot = fitted.effects(num_draws=DRAWS, quantiles=QUANTILES, cdf_points=POINTS, distances=())
+    query = {"quantiles": QUANTILES, "cdf_points": POINTS, "distances": DISTANCES}
+    ij, u = fitted.influence(**query, draws_per_row=16)
+    boot = fitted.effects(num_draws=DRAWS, **query)
     keys = ["effect", "functional", "level"]
     merged = ij.merge(boot.table[[*keys, "estimate", "ci_low", "ci_high"]], on=keys)
     return merged.rename(columns={"estimate_x": "ij", "estimate_y": "plugin"}), u
@@ -59,12 +61,23 @@ def test_quantile_rows_equal_the_mean_rows_in_a_shift_model(tables):
             np.testing.assert_allclose(u[i], u[mean], atol=1e-3 * np.abs(u[mean]).max())
 
 
-def test_cdf_ij_errors_agree_with_the_bootstrap(tables):
+def test_wasserstein_rows_equal_the_absolute_mean_rows_in_a_shift_model(tables):
+    # W1 between two laws that differ by a shift is the shift's size, with its influence.
+    table, u = tables
+    for effect in EFFECTS:
+        mean = table.index[(table.effect == effect) & (table.functional == "mean")][0]
+        w1 = table.index[(table.effect == effect) & (table.functional == "wasserstein")][0]
+        assert table.ij[w1] == pytest.approx(abs(table.ij[mean]), rel=2e-3)
+        assert table.ij_se[w1] == pytest.approx(table.ij_se[mean], rel=2e-3)
+
+
+@pytest.mark.parametrize("functional", ["cdf", "energy", "ks"])
+def test_ij_errors_agree_with_the_bootstrap(tables, functional):
     # The bootstrap SD (the 95% interval's width / 3.92) from B = 150 replicates has a relative
     # standard error of about 1 / sqrt(2 B) = 5.8%: agreement within 3 of those.
     table, _ = tables
-    rows = table[(table.functional == "cdf") & table.effect.isin(EFFECTS)]
-    assert len(rows) == 6
+    rows = table[(table.functional == functional) & table.effect.isin(EFFECTS)]
+    assert len(rows) == (6 if functional == "cdf" else 3)
     boot_sd = (rows.ci_high - rows.ci_low) / 3.92
     np.testing.assert_allclose(rows.ij_se, boot_sd, rtol=3 / np.sqrt(2 * B))
 
@@ -81,6 +94,7 @@ def test_smooth_cdf_estimates_equal_the_draws_share(tables):
     ("study", "query", "message"),
     [
         ("binary_outcome", {"quantiles": (0.5,)}, "binary outcome"),
+        ("linear", {"distances": ("hellinger",)}, "unknown distances"),
         ("binary_mediator", {}, "binary mediator 'M'"),
     ],
 )
