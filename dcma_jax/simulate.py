@@ -51,8 +51,6 @@ from dcma_jax.generators.base import (
 from dcma_jax.model import Model
 
 DEFAULT_CHUNK = 65_536
-#: The partial last chunk's size is rounded up to a multiple of this (see simulate_packed).
-REST_ALIGN = 128
 
 
 class Draws(NamedTuple):
@@ -319,9 +317,7 @@ def simulate_packed(
 
     ``mesh`` (static; default every device, :func:`dcma_jax.devices.device_mesh`): the chunks
     are split across its devices (:func:`~dcma_jax.devices.map_over_devices`); each chunk keeps
-    its key, so the draws are the same on any number of devices. A partial last chunk is drawn
-    at its own size (rounded up to :data:`REST_ALIGN`), with the draws a full one would start
-    with.
+    its key, so the draws are the same on any number of devices.
     """
     k = model.graph.num_mediators
     if arms.mediators.ndim != 3 or arms.mediators.shape[2] != k:
@@ -333,35 +329,35 @@ def simulate_packed(
             f"covariates must have shape (n, {model.num_covariates}), got {covariates.shape}"
         )
     size = min(chunk_size, num_draws)
-    n_full, rest = divmod(num_draws, size)
+    n_chunks = -(-num_draws // size)
     probs = weights / jnp.sum(weights)
 
-    def draw(i, shared, size):
+    def chunks(indices, shared):
         params, key, covariates, probs, arms, rho, projection = shared
-        key = jax.random.fold_in(key, i)
-        return _chunk(model, params, key, covariates, probs, arms, size, coupled, rho, projection)
+        return jax.lax.map(
+            lambda i: _chunk(
+                model,
+                params,
+                jax.random.fold_in(key, i),
+                covariates,
+                probs,
+                arms,
+                size,
+                coupled,
+                rho,
+                projection,
+            ),
+            indices,
+        )
 
     shared = (params, key, covariates, probs, arms, rho, projection)
     outcome, mediators, rows = devices.map_over_devices(
-        lambda indices, shared: jax.lax.map(lambda i: draw(i, shared, size), indices),
-        devices.resolve(mesh),
-        jnp.arange(n_full),
-        shared,
+        chunks, devices.resolve(mesh), jnp.arange(n_chunks), shared
     )
     n_arms = arms.outcome.shape[0]
-    outcome = jnp.moveaxis(outcome, 0, 1).reshape(n_arms, -1)
-    mediators = jnp.moveaxis(mediators, 0, 1).reshape(n_arms, -1, k)
-    rows = rows.reshape(-1)
-    if rest:
-        # The partial last chunk is drawn at its own size, rounded up to REST_ALIGN, not at a
-        # full chunk's: its key's first draws are those a full chunk would start with
-        # (counter-based threefry), and at an aligned size XLA's vector loops compute each of
-        # them the same way, so the draws are the padded chunk's, bit for bit.
-        last = draw(n_full, shared, min(-(-rest // REST_ALIGN) * REST_ALIGN, size))
-        outcome = jnp.concatenate([outcome, last[0]], axis=1)
-        mediators = jnp.concatenate([mediators, last[1]], axis=1)
-        rows = jnp.concatenate([rows, last[2]])
-    return Draws(outcome[:, :num_draws], mediators[:, :num_draws], rows[:num_draws])
+    outcome = jnp.moveaxis(outcome, 0, 1).reshape(n_arms, -1)[:, :num_draws]
+    mediators = jnp.moveaxis(mediators, 0, 1).reshape(n_arms, -1, k)[:, :num_draws]
+    return Draws(outcome, mediators, rows.reshape(-1)[:num_draws])
 
 
 def simulate(
