@@ -152,12 +152,11 @@ def test_bad_arguments_are_refused(study, kwargs, message):
         fitted.sensitivity(**kwargs)
 
 
-def test_unsupported_generators_are_refused(default_data):
-    fitted = dj.fit(
-        default_data, generators={"M": "linear", "Y": "mdn"}, config=dj.TrainConfig(max_epochs=1)
-    )
+def test_unsupported_generators_are_refused(default_data, mdn_fitted):
+    # The session's mdn fit of the default study (conftest): its mdn mediator has a normal
+    # score (a cdf), its mdn outcome draws from two noises.
     with pytest.raises(SensitivityError, match="MixtureDensityNetwork draws from 2 noises"):
-        fitted.sensitivity()
+        mdn_fitted.sensitivity()
     frame = default_data
     columns = {"A": frame.treatment, "M": (frame.mediators[:, 0] > 0).astype(int)}
     both = pd.DataFrame({**columns, "Y": (frame.outcome > 0).astype(int)})
@@ -177,7 +176,10 @@ def test_unsupported_generators_are_refused(default_data):
 def test_cli_sensitivity_writes_the_documented_json_and_figures(tmp_path, capsys):
     from dcma_jax import cli
 
+    # The default study with 4 bootstrap replicates (bands and CI breakpoints) and 2,000 draws
+    # instead of its 50 and 20,000: the same JSON and figures.
     argv = ["sensitivity", "--generator", "linear", "--rho-grid=-0.6,0.6,5", "--quantiles", "0.5"]
+    argv += ["--bootstrap", "4", "--draws", "2000"]
     assert cli.main([*argv, "--out", str(tmp_path)]) == 0
     stdout = capsys.readouterr().out
     assert "mean effects by rho" in stdout and "NIE_treated" in stdout
@@ -188,6 +190,7 @@ def test_cli_sensitivity_writes_the_documented_json_and_figures(tmp_path, capsys
         "estimate", "ci_low", "ci_high", "d_estimate_d_rho",
     }  # fmt: skip
     assert sorted({row["rho"] for row in doc["curve"]}) == [-0.6, -0.3, 0.0, 0.3, 0.6]
+    assert doc["meta"]["bootstrap"] == 4 and doc["curve"][0]["ci_low"] is not None
     for name in ("sensitivity_rho.png", "sensitivity_r2.png"):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
 
