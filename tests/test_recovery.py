@@ -10,10 +10,7 @@ about the 2 % level, fixed seeds), and its RMSE within twice that of the efficie
 (``Generator.warm_start``) failed it: total-effect RMSE 0.135 against OLS 0.053 (now 0.097).
 """
 
-import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -55,32 +52,17 @@ def _errors(family: str) -> np.ndarray:
     return np.asarray(out)
 
 
-def _errors_in_fresh_process(family: str) -> np.ndarray:
-    """:func:`_errors` in a new interpreter: late in the full suite, after hundreds of other
-    programs, XLA's CPU compiler segfaulted compiling this test's diagnostics (twice, at the
-    same place; alone the test passes), so it runs where nothing else was compiled before."""
-    done = subprocess.run(
-        [sys.executable, __file__, family], capture_output=True, text=True, timeout=1200
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return np.asarray(json.loads(done.stdout.splitlines()[-1]))
-
-
 @pytest.fixture(scope="module")
 def efficient_rmse() -> np.ndarray:
-    return np.sqrt(np.mean(_errors_in_fresh_process("linear") ** 2, axis=0))
+    return np.sqrt(np.mean(_errors("linear") ** 2, axis=0))
 
 
 @pytest.mark.parametrize("family", ["mdn", "flow"])
 def test_neural_families_recover_linear_effects(family, efficient_rmse):
-    errors = _errors_in_fresh_process(family)
+    errors = _errors(family)
     bias = errors.mean(axis=0)
     se = errors.std(axis=0, ddof=1) / math.sqrt(SEEDS)
     rmse = np.sqrt(np.mean(errors**2, axis=0))
     for row, b, s, r, r_ols in zip(ROWS, bias, se, rmse, efficient_rmse, strict=True):
         assert abs(b) <= 3.5 * s, f"{family} {row}: bias {b:.3f}, standard error {s:.3f}"
         assert r <= 2.0 * r_ols, f"{family} {row}: RMSE {r:.3f} against OLS {r_ols:.3f}"
-
-
-if __name__ == "__main__":
-    print(json.dumps(_errors(sys.argv[1]).tolist()))
