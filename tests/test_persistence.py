@@ -19,6 +19,7 @@ from conftest import FAST
 
 import dcma_jax as dj
 from dcma_jax import cli
+from dcma_jax.cli import steps
 from dcma_jax.datasets import load_default_frame
 from dcma_jax.generators import LinearGaussian
 from dcma_jax.persistence import _sha256
@@ -212,7 +213,10 @@ def test_a_checkpoint_folder_holding_another_model_is_refused(default_data, save
         dj.fit(default_data, generators="linear", checkpoint=tmp_path / "busy")
 
 
-def test_fit_then_effects_prints_what_run_prints(tmp_path, capsys):
+def test_fit_then_effects_prints_what_run_prints(tmp_path, capsys, monkeypatch):
+    # The default study's truth from 100,000 draws (test_cli's) rather than 1,000,000: run and
+    # effects compute it alike, so the tables still match line for line.
+    monkeypatch.setattr(steps, "TRUTH_DRAWS", 100_000)
     fit_flags = ["--generator", "linear", "--bootstrap", "3", "--block-size", "2", "--seed", "4"]
     effect_flags = ["--draws", "2000", "--quantiles", "0.2,0.8", "--no-plots"]
     out = ["--json", str(tmp_path / "run.json")]

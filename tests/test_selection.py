@@ -8,6 +8,7 @@ mixture with the default configuration, because ten epochs do not resolve the mo
 """
 
 import dataclasses
+import functools
 import json
 
 import jax
@@ -18,6 +19,7 @@ from conftest import FAST
 
 import dcma_jax as dj
 from dcma_jax import cli, selection
+from dcma_jax.cli import steps
 from dcma_jax.diagnostics import node_scores
 from dcma_jax.fitted import fit_keys
 from dcma_jax.model import build_model, node_data
@@ -248,6 +250,10 @@ def test_choose_is_the_one_standard_error_rule():
 
 def test_cli_fit_and_info_print_the_selection(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(selection, "DEFAULT_CANDIDATES", PAIR)
+    # --max-epochs 10 builds TrainConfig(max_epochs=10); with FAST's patience it is FAST, and
+    # the candidates' fits reuse this file's compiled programs (the CSV holds bimodal_frame).
+    monkeypatch.setattr(steps, "TrainConfig", functools.partial(dj.TrainConfig, patience=5))
+    assert steps.TrainConfig(max_epochs=10) == FAST
     path = tmp_path / "bimodal.csv"
     bimodal_frame().to_csv(path, index=False)
     roles = ["--data", str(path), "--treatment", "A", "--mediators", "M", "--outcome", "Y"]
