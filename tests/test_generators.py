@@ -688,11 +688,11 @@ def test_warm_started_flow_is_the_weighted_least_squares_fit():
     """A fresh flow's splines and affine maps are identities, so after ``warm_start`` its law
     is exactly ``N(b + c' beta, sigma^2)`` of the weighted least-squares fit (numpy's, on the
     rows of positive weight; sigma^2 the weighted mean squared residual)."""
-    flow = SplineFlow(num_layers=2, hidden=(8,))
+    flow = SplineFlow(num_layers=2, hidden=(16,))  # test_untrained_flow's: one compiled init
     x, context, weights = _linear_rows()
-    variables = flow.warm_start(
-        init_params(flow, jax.random.key(0), CONTEXT_DIM), x, context, weights
-    )
+    # Both jitted: op-by-op dispatch of the initialisation and of the solve took seconds.
+    initial = jax.jit(init_params, static_argnums=(0, 2))(flow, jax.random.key(0), CONTEXT_DIM)
+    variables = jax.jit(flow.warm_start)(initial, x, context, weights)
     w = np.asarray(weights, np.float64)
     design = np.column_stack([np.ones(len(w)), np.asarray(context, np.float64)])
     root = np.sqrt(w)[:, None]
@@ -711,13 +711,13 @@ def test_logistic_baseline_matches_statsmodels_logit():
     logit = -0.3 + context @ np.array([0.8, -0.5, 0.3])
     y = (rng.uniform(size=600) < 1.0 / (1.0 + np.exp(-logit))).astype(float)
     module = BernoulliMLP(hidden=(4,))
-    variables = init_params(module, jax.random.key(0), CONTEXT_DIM)
-    fitted = with_logistic_baseline(
+    # Jitted: op by op, the initialisation and the Newton steps dispatch slowly.
+    variables = jax.jit(init_params, static_argnums=(0, 2))(module, jax.random.key(0), CONTEXT_DIM)
+    fitted = jax.jit(functools.partial(with_logistic_baseline, ridge=1e-9))(
         variables,
         jnp.asarray(y[:, None], jnp.float32),
         jnp.asarray(context, jnp.float32),
         jnp.ones(600, jnp.float32),
-        ridge=1e-9,
     )["params"]["baseline"]
     reference = sm.Logit(y, sm.add_constant(context)).fit(disp=0).params
     estimate = np.concatenate([np.asarray(fitted["bias"]), np.asarray(fitted["kernel"][:, 0])])
