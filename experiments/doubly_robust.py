@@ -75,6 +75,91 @@ COLUMNS = [
     "seconds",
 ]
 Z90 = float(norm.ppf(0.95))
+#: The hand-written reading of the committed raw file (the tables below it are regenerated).
+READING = """\
+## Reading (by hand, for the committed raw file; the tables below are regenerated)
+
+Data sets are shared across SCMs: seed s draws the same X, A and noise in every study (common
+random numbers), so the SCMs are not independent replications of one another.
+
+* **Where the one-step helps: a wrong linear model.** `outcome_misspecified` x linear: the
+  plug-in misses the mean rows by up to 4.1 sampling SDs (bias z up to 18), the quantile rows by
+  up to 13 SDs and the CDF rows by 7, and its bootstrap intervals cover 0.21 / 0.16 / 0.35 of the
+  time at 90 % (mean / quantile / CDF). The one-step shows no bias (largest |bias z| 1.66 over
+  the 35 rows), RMSE 0.068 vs 0.214 (mean rows), 0.105 vs 0.445 (quantiles), 0.013 vs 0.027
+  (CDF), and covers 1.00 / 0.95 / 0.93 at 90 % and 1.00 / 0.98 / 0.97 at 95 % (binomial SE of
+  one row's coverage at R = 20: 0.067 at 90 %, 0.049 at 95 %). `mediator_misspecified` x linear:
+  the plug-in mean rows are right (linear outcome: bias 0.004, coverage 0.95 / 0.98) but its
+  quantile and CDF rows are off by up to 8.3 / 7.5 SDs (coverage 0.48 / 0.60 at 90 %); the
+  one-step's are unbiased (largest |bias z| 1.4) and cover 0.93 / 0.93 at 90 %, 0.98 / 0.97 at
+  95 %.
+* **Well-specified linear SCM: unbiased, intervals near nominal, but not cheap in variance off
+  the mean.** One-step coverage 0.94 / 0.91 / 0.93 (90 %) and 0.96 / 0.95 / 0.96 (95 %).
+  Variance one-step / plug-in: 0.91-1.09 on the mean rows, 1.2-3.0 on CDF rows and 1.8-6.2 on
+  quantile rows. The issue's "variance not much larger than plug-in's" holds for means only:
+  the linear plug-in is the Gaussian MLE (its CDF rows are normal CDFs of fitted means, its
+  quantile effects equal the mean effects), the one-step averages indicators 1{Y <= t}, and even
+  for one normal sample the empirical CDF has ~1.5x the variance of the normal MLE's at the
+  quartiles. Against mdn's plug-in on the same SCM (which does not assume normality) the
+  one-step with the classifier's ratio has variance ratios 0.51-0.74 on mean rows, 0.66-1.8 on
+  CDF rows and 1.0-2.0 on quantile rows (`var_ratio_classifier`; the densities' ratio is wrecked
+  by one data set, below).
+* **`bimodal` x linear (two-mode mediator fitted by one normal; linear outcome right; the
+  propensity 0.5 + 0.2 tanh X only approximately logistic):** the plug-in's quantile and CDF
+  rows are off by up to 12.3 / 9.3 SDs (coverage 0.42 / 0.16 at 90 %); the one-step's are within
+  0.6 SDs (|bias z| up to 2.6), RMSE 0.105 vs 0.217 (quantiles) and 0.016 vs 0.040 (CDF), and
+  cover 0.91 / 0.90 at 90 %, 0.96 / 0.95 at 95 %; mean rows are right either way (RMSE 0.047 vs
+  0.044). The mediator's tails are normal here: no extreme data set.
+* **Where it does not help: density ratios from fitted densities break in the tails.**
+  `linear` x mdn, data set 4: row 1051 (A = 1, X = 2.49, M = -0.586) gets, from fold 4's mdn,
+  log f(m | 1, x) = -11.99 against the true -5.22, so f(m | 0, x) / f(m | 1, x) = 3150 (true
+  4.85); its influence value -4742 moves NDE_control to -2.12 (truth 0.50, SE 2.60) and
+  NIE_treated to 3.01 (truth 0.42). Over the 20 data sets the one-step's mean rows have RMSE
+  0.262 against the mdn plug-in's 0.051. The same fits with `density_ratio="classifier"` give
+  RMSE 0.041, no bias (largest |bias z| 1.3 on mean rows) and coverage 0.92 / 0.95 (mean rows).
+  `mediator_misspecified` x linear, data set 2: row 912 (A = 0, X = 2.69, M = 16.97, the
+  log-normal's right tail) gets f(m | 1, x) / f(m | 0, x) = 7.8e3 from the normal mediator
+  model (true 17.7): NDE_treated -1.59 (SE 2.04), NIE_control 2.72 (SE 2.01). With mdn the same
+  data set gives NDE_treated 374 (SE 374), data set 5 4.08 (SE 2.97), data set 10 -2.36 (SE
+  2.82). The Wald
+  intervals still cover (the SE grows with the outlier), but such an estimate is useless, and the
+  positivity diagnostic does not warn (largest inverse-propensity weight 5-7): it looks at the
+  propensity only. The CDF rows stay sane on these data sets (1{y <= t} - mu is ~0 at an extreme
+  y). See "Extreme one-step data sets".
+* **mdn plug-in: little bias to remove here.** At n = 2000 the mdn plug-in is already within
+  0.65 sampling SDs on `outcome_misspecified` and 1.2 on `mediator_misspecified` (bias z up to
+  3.0 and 5.3: small but detectable), so the one-step mostly trades bias for variance: on
+  `outcome_misspecified` RMSE 0.061 vs 0.084 (mean rows), 0.103 vs 0.095 (quantiles), 0.014 vs
+  0.013 (CDF), one-step coverage 0.97 / 0.94 / 0.91 (90 %) and 0.99 / 0.98 / 0.97 (95 %); on
+  `mediator_misspecified` the tail data sets above make it worse than the plug-in on mean and
+  quantile rows (quantile RMSE 0.293 vs 0.071) and equal on CDF rows (0.017). mdn plug-in
+  coverage is not measured (B = 0: its bootstrap costs 29x a fit, see
+  `benchmarks/results/onestep.txt`).
+* **`skewed` (log-normal mediator, A x M outcome): both of the linear family's models are
+  wrong, only the propensity is right**, so the one-step is not guaranteed consistent. Still it
+  removes most of the plug-in's bias on quantile and CDF rows (mean |bias| 0.025 vs 0.200 and
+  0.009 vs 0.040; the plug-in is up to 12.8 / 7.1 SDs off and covers 0.15 / 0.27 at 90 %), but
+  not all: its CDF rows stay up to 3.0 SDs off (|bias z| up to 13.5) and cover 0.83 at 90 %,
+  0.91 at 95 %. Its mean rows are dominated by data set 2 (NDE_treated 18.7, SE 17.6; below);
+  without it NDE_treated / NIE_control have bias 0.015 / -0.010 against the plug-in's -0.193 /
+  0.193 (coverage 0 at 95 %). With mdn the plug-in is slow on the
+  cross-world arm Y(0, M(1)): NDE_treated -0.056 (z -5.6), NIE_control +0.033 (z 3.4); the
+  one-step fixes TE, NDE_control and NIE_treated (RMSE 0.041 / 0.025 / 0.033 against 0.053 /
+  0.029 / 0.042) but not the two rows of that arm, which weight A = 0 rows by
+  f(M | 1, x) / f(M | 0, x) in the log-normal's right tail: data set 2 (the same tail draw as
+  `mediator_misspecified`'s) gives 180 (SE 179), and without it the 19 others still err upward
+  (NDE_treated bias +0.127, z 3.8; NIE_control -0.123), the skew of heavy-tailed weights.
+* **The `sd` column is itself noisy** (relative SE ~16 % at R = 20). Seeds 0-19 happen to give
+  the NIE rows a small spread: the closed-form NIE (product of OLS coefficients) has SD 0.0238
+  over seeds 0-19 of the linear SCM against 0.0353 over seeds 0-299 (blocks of 20: 0.024-0.043).
+  So the one-step's `se_over_sd` of 1.2-1.9 on NIE rows (TE and NDE rows: ~1.0) is this block,
+  not a mis-scaled SE: a numpy one-step with OLS / logistic nuisances on 300 data sets of the
+  linear SCM gives NIE_control SD 0.0395 and mean SE 0.0391 (the efficient influence
+  function's SD at n = 2000, from the true nuisances, is 0.0388; the plug-in's SD 0.0358).
+* **Density ratio on `outcome_misspecified` x linear:** densities and classifier agree to three
+  decimals (the logistic classifier of A on (M, X) is exact for a normal mediator with equal
+  variances).
+"""
 
 
 def spec_of(study) -> dj.FunctionalSpec:
@@ -264,8 +349,26 @@ def variance_ratio(rows: pd.DataFrame, study: str = "linear") -> pd.DataFrame:
             "sd_onestep": sd.onestep,
             "var_ratio": (sd.onestep / sd.plugin) ** 2,
         }
-    ).reset_index()
+    )
+    if "onestep_classifier" in sd:
+        out["sd_classifier"] = sd.onestep_classifier
+        out["var_ratio_classifier"] = (sd.onestep_classifier / sd.plugin) ** 2
+    out = out.reset_index()
     return out.replace({"level": {-1.0: np.nan}})
+
+
+def extremes(raw: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """One-step data-set rows with a reported SE over 5x the row's median SE, or |z| > 4."""
+    raw = raw[raw.estimator.str.startswith("onestep")].assign(level_key=_level_key(raw))
+    truth = truth.assign(level_key=_level_key(truth)).drop(columns="level")
+    merged = raw.merge(truth, on=["study", "effect", "functional", "level_key"], how="left")
+    keys = ["study", "family", "n", "estimator", *ROW]
+    median_se = merged.fillna({"level": -1.0}).groupby(keys).se.transform("median")
+    merged["se_over_median"] = merged.se / median_se
+    merged["z"] = (merged.estimate - merged.truth) / merged.se
+    bad = merged[(merged.se_over_median > 5) | (merged.z.abs() > 4)]
+    columns = [*keys[:4], "seed", *ROW, "truth", "estimate", "se", "se_over_median", "z"]
+    return bad[columns].sort_values(["study", "family", "estimator", "seed"])
 
 
 def _binomial_se(p: float, r: int) -> float:
@@ -287,13 +390,14 @@ def report(raw: pd.DataFrame, truth: pd.DataFrame, raw_name: str) -> str:
         folds=("folds", "first"),
         classifier=("estimator", lambda e: "onestep_classifier" in set(e)),
     )
-    weights = raw[raw.estimator == "onestep"].groupby(["study", "family", "n"]).max_weight
-    settings["max_ipw_weight"] = weights.max()
+    onestep = raw[raw.estimator == "onestep"].groupby(["study", "family", "n"])
+    settings["max_ipw_weight"] = onestep.max_weight.max()
     r_values = sorted(raw.groupby(KEY[:3]).seed.nunique().unique())
     se_lines = [
         f"R = {r}: {_binomial_se(0.90, r):.3f} at 90 %, {_binomial_se(0.95, r):.3f} at 95 %"
         for r in r_values
     ]
+    wild = extremes(raw, truth)
     clf_rows = rows[rows.estimator == "onestep_classifier"]
     clf = (
         _wide(rows[rows.study.isin(clf_rows.study.unique())], ("onestep", "onestep_classifier"))
@@ -329,6 +433,7 @@ def report(raw: pd.DataFrame, truth: pd.DataFrame, raw_name: str) -> str:
         "",
         markdown_table(settings.reset_index()),
         "",
+        READING,
         "## How to read the tables",
         "",
         "* `sd`: the spread of the estimates across data sets (the estimator's sampling SD).",
@@ -351,6 +456,13 @@ def report(raw: pd.DataFrame, truth: pd.DataFrame, raw_name: str) -> str:
         "## One-step variance over plug-in variance on the well-specified linear SCM",
         "",
         markdown_table(ratio) if len(ratio) else "Not run.",
+        "",
+        "## Extreme one-step data sets",
+        "",
+        "Per data set, one-step rows whose reported SE is over 5 times the row's median SE "
+        "across data sets, or whose error is over 4 reported SEs (`z`).",
+        "",
+        markdown_table(wild) if len(wild) else "None.",
         "",
         "## Density ratio: generators' densities against the classifier (one-step)",
         "",
