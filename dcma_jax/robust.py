@@ -87,6 +87,12 @@ GRID_POINTS = 400
 MULTIPLIER_DRAWS = 1000
 #: Propensities outside [bound, 1 - bound] are counted in the positivity diagnostic.
 POSITIVITY_BOUND = 0.01
+#: A cross-world arm's residual weights are flagged when one row carries more than this share
+#: of them, or more than ROW_SHARE_ROWS / n_a in an arm of n_a rows (a well-behaved arm's
+#: largest row carries up to about 20 / n_a: 0.018 at n = 2000, 0.027 at n = 600 measured;
+#: an exploding tail ratio 0.96).
+MAX_ROW_SHARE = 0.05
+ROW_SHARE_ROWS = 25
 DENSITY_RATIOS = ("auto", "density", "classifier")
 
 
@@ -301,7 +307,7 @@ def fold_influence(
     points: jax.Array,
     use_classifier: bool,
     draws_per_row: int,
-) -> tuple[jax.Array, jax.Array]:
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Uncentred influence values of every arm at one fold's rows, with that fold's nuisances.
 
     Args:
@@ -324,8 +330,9 @@ def fold_influence(
       draws_per_row: Monte Carlo draws per row for ``eta`` and ``mu``.
 
     Returns:
-      ``(phi (n_arms, m, 1 + T), p1 (m,))``: per arm and row the uncentred influence values
-      of the mean and of ``P(Y <= t)``; and the propensity ``P(A = 1 | x)`` of each row.
+      ``(phi (n_arms, m, 1 + T), p1 (m,), weights (n_arms, m))``: per arm and row the
+      uncentred influence values of the mean and of ``P(Y <= t)``; the propensity
+      ``P(A = 1 | x)`` of each row; and the weight ``1{A = a} ratio / pi_a`` of its residual.
     """
     m, k = mediators.shape
     dtype = covariates.dtype
@@ -370,12 +377,13 @@ def fold_influence(
         mu_a = mu(a)
         h = jnp.concatenate([outcome[:, None], (outcome[:, None] <= points).astype(dtype)], 1)
         # Rows of the other arm get weight 0 even where their (unused) ratio overflowed.
-        first = jnp.where(treatment == a, ratio / pi_a, 0.0)[:, None] * (h - mu_a)
+        weight = jnp.where(treatment == a, ratio / pi_a, 0.0)
+        first = weight[:, None] * (h - mu_a)
         second = jnp.where(treatment == a_m, 1.0 / pi_m, 0.0)[:, None] * (mu_a - eta_arm)
-        return first + second + eta_arm
+        return first + second + eta_arm, weight
 
-    phi = jax.vmap(arm)(outcome_codes, mediator_codes, eta)
-    return phi, p1
+    phi, weights = jax.vmap(arm)(outcome_codes, mediator_codes, eta)
+    return phi, p1, weights
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,6 +407,8 @@ class OneStep:
       grid_cdf: ``(n_arms, G)`` the one-step CDFs on the grid, before rearrangement.
       grid_influence: ``(n, n_arms, G)`` their influence values.
       propensity: ``(n,)`` out-of-fold ``P(A = 1 | x_i)``.
+      residual_weights: ``(n, n_arms)`` each row's weight ``1{A = a} f(M | a', X) /
+        (f(M | a, X) pi_a(X))`` on its outcome residual in each arm (0 off the arm).
       density_ratio: ``"density"`` or ``"classifier"``.
       binary_outcome: whether quantiles are read as the generalised inverse on the grid.
     """
@@ -413,6 +423,7 @@ class OneStep:
     grid_cdf: np.ndarray
     grid_influence: np.ndarray
     propensity: np.ndarray
+    residual_weights: np.ndarray
     density_ratio: str
     binary_outcome: bool
 
@@ -561,13 +572,14 @@ def onestep(
     n, n_arms = data.n, len(estimands.arms)
     phi = np.zeros((n, n_arms, 1 + all_points.shape[0]))
     p1 = np.zeros(n)
+    residual_weights = np.zeros((n, n_arms))
     for k in range(num_folds):
         rows = np.flatnonzero(folds == k)
         padded = np.concatenate([rows, np.full(size - rows.size, rows[0])])
         outside = folds != k
         share = np.sum(weights[outside] * treatment[outside]) / np.sum(weights[outside])
         take = functools.partial(jax.tree.map, lambda v, k=k: v[k])
-        fold_phi, fold_p1 = fold_influence(
+        fold_phi, fold_p1, fold_weights = fold_influence(
             model,
             cf.propensity_generator,
             cf.classifier_generator,
@@ -588,6 +600,7 @@ def onestep(
         )
         phi[rows] = np.moveaxis(np.asarray(fold_phi), 0, 1)[: rows.size]
         p1[rows] = np.asarray(fold_p1)[: rows.size]
+        residual_weights[rows] = np.asarray(fold_weights).T[: rows.size]
     w = weights / weights.mean()
     estimate = np.einsum("n,nah->ah", w, phi) / n
     influence = w[:, None, None] * (phi - estimate[None])
@@ -603,6 +616,7 @@ def onestep(
         grid_cdf=estimate[:, 1 + p :],
         grid_influence=influence[:, :, 1 + p :],
         propensity=p1,
+        residual_weights=residual_weights,
         density_ratio=ratio,
         binary_outcome=var.kind == "binary",
     )
@@ -743,6 +757,43 @@ def positivity(propensity: np.ndarray, treatment: np.ndarray, bound: float = POS
     }
 
 
+def weight_overlap(
+    result: OneStep, estimands: Estimands, row_share: float = MAX_ROW_SHARE
+) -> list[dict]:
+    """How evenly each cross-world arm's residual weights spread over its rows.
+
+    Per arm ``Y(a, M(a'))`` with ``a != a'``: over the rows with ``A = a``, the largest weight
+    ``1{A = a} f(M | a', X) / (f(M | a, X) pi_a(X))``, the share of the arm's total weight it
+    carries, and the effective-sample-size fraction ``(sum w)^2 / (n_a sum w^2)``. A density
+    ratio that explodes at one tail row (a fitted density that is too thin there) makes one row
+    carry the estimate; ``warning`` says so when a row carries more than
+    ``max(row_share, ROW_SHARE_ROWS / n_a)``.
+    """
+    out = []
+    for i, arm in enumerate(estimands.arms):
+        if arm.chains[0][0] == arm.outcome:
+            continue
+        w = result.residual_weights[:, i]
+        w = w[w > 0]
+        share = float(w.max() / w.sum())
+        entry = {
+            "arm": arm.expression,
+            "max_weight": float(w.max()),
+            "max_row_share": share,
+            "ess_fraction": float(w.sum() ** 2 / (w.size * np.sum(w**2))),
+            "warning": None,
+        }
+        if share > max(row_share, ROW_SHARE_ROWS / w.size):
+            entry["warning"] = (
+                f"{arm.expression}: one row carries {share:.0%} of the mediator-ratio weight "
+                f"(weight {w.max():.3g}); its one-step estimate rests on it -- the mediator "
+                "density ratio is extreme there (a tail the fitted density makes too thin); "
+                "try density_ratio='classifier' or read the plug-in"
+            )
+        out.append(entry)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Queries
 # --------------------------------------------------------------------------------------------
@@ -853,6 +904,7 @@ def onestep_effects(
         "distances": "plug-in (the one-step form covers means, CDFs and quantiles)",
     }
     positivity_meta = positivity(result.propensity, np.asarray(fitted.data.treatment))
+    positivity_meta["arms"] = weight_overlap(result, estimands)
     return arrays, {"onestep": meta, "positivity": positivity_meta}
 
 

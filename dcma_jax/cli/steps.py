@@ -417,6 +417,13 @@ def diagnostics_lines(diagnostics: dict) -> list[str]:
         )
         if positivity["warning"]:
             lines.append(f"  warning: {positivity['warning']}")
+        for arm in positivity["arms"]:
+            lines.append(
+                f"  {arm['arm']}: largest mediator-ratio weight {arm['max_weight']:.3g} "
+                f"({arm['max_row_share']:.1%} of the arm's), ESS fraction {arm['ess_fraction']:.2f}"
+            )
+            if arm["warning"]:
+                lines.append(f"  warning: {arm['warning']}")
     return lines
 
 
