@@ -113,7 +113,7 @@ random numbers), so the SCMs are not independent replications of one another.
   (plug-in within 0.84 SDs, one-step 0.74; |bias z| up to 3.7 and 3.3 on single CDF rows), RMSE
   0.045 vs 0.054 (mean rows), 0.103 vs 0.089 (quantiles), 0.015 vs 0.014 (CDF); one-step
   coverage 0.95 / 0.90 / 0.89 at 90 %, 0.96 / 0.97 / 0.95 at 95 %.
-* **Where it does not help: density ratios from fitted densities break in the tails.**
+* **Where it does not help: fitted mediator density ratios break in the tails.**
   `linear` x mdn, data set 4: row 1051 (A = 1, X = 2.49, M = -0.586) gets, from fold 4's mdn,
   log f(m | 1, x) = -11.99 against the true -5.22, so f(m | 0, x) / f(m | 1, x) = 3150 (true
   4.85); its influence value -4742 moves NDE_control to -2.12 (truth 0.50, SE 2.60) and
@@ -122,9 +122,10 @@ random numbers), so the SCMs are not independent replications of one another.
   RMSE 0.041, no bias (largest |bias z| 1.3 on mean rows) and coverage 0.92 / 0.95 (mean rows).
   `mediator_misspecified` x linear, data set 2: row 912 (A = 0, X = 2.69, M = 16.97, the
   log-normal's right tail) gets f(m | 1, x) / f(m | 0, x) = 7.8e3 from the normal mediator
-  model (true 17.7): NDE_treated -1.59 (SE 2.04), NIE_control 2.72 (SE 2.01). With mdn the same
-  data set gives NDE_treated 374 (SE 374), data set 5 4.08 (SE 2.97), data set 10 -2.36 (SE
-  2.82). The Wald
+  model (true 17.7): NDE_treated -1.59 (SE 2.04), NIE_control 2.72 (SE 2.01). The classifier
+  is no cure there: with mdn, whose `auto` ratio is the logistic classifier of A on (M, X) (see
+  "Code" below; its log-ratio is linear in M, the truth's in log M), the same data set gives
+  NDE_treated 374 (SE 374), data set 5 4.08 (SE 2.97), data set 10 -2.36 (SE 2.82). The Wald
   intervals still cover (the SE grows with the outlier), but such an estimate is useless, and the
   positivity diagnostic does not warn (largest inverse-propensity weight 5-7): it looks at the
   propensity only. The CDF rows stay sane on these data sets (1{y <= t} - mu is ~0 at an extreme
@@ -148,7 +149,7 @@ random numbers), so the SCMs are not independent replications of one another.
   0.193 (coverage 0 at 95 %). With mdn the plug-in is slow on the
   cross-world arm Y(0, M(1)): NDE_treated -0.056 (z -5.6), NIE_control +0.033 (z 3.4); the
   one-step fixes TE, NDE_control and NIE_treated (RMSE 0.041 / 0.025 / 0.033 against 0.053 /
-  0.029 / 0.042) but not the two rows of that arm, which weight A = 0 rows by
+  0.029 / 0.042) but not the two rows of that arm, which weight A = 0 rows by the classifier's
   f(M | 1, x) / f(M | 0, x) in the log-normal's right tail: data set 2 (the same tail draw as
   `mediator_misspecified`'s) gives 180 (SE 179), and without it the 19 others still err upward
   (NDE_treated bias +0.127, z 3.8; NIE_control -0.123), the skew of heavy-tailed weights.
@@ -159,6 +160,13 @@ random numbers), so the SCMs are not independent replications of one another.
   not a mis-scaled SE: a numpy one-step with OLS / logistic nuisances on 300 data sets of the
   linear SCM gives NIE_control SD 0.0395 and mean SE 0.0391 (the efficient influence
   function's SD at n = 2000, from the true nuisances, is 0.0388; the plug-in's SD 0.0358).
+* **Code.** The cells ran from the working tree as it was when each process started (15:06 to
+  16:22 UTC), while the lead's commits to `dcma_jax/robust.py` landed: from 40004ea on,
+  `density_ratio="auto"` takes the classifier for neural mediator generators, so the `onestep`
+  rows of mdn use the classifier's ratio on every SCM but `linear` (started before it; there
+  `onestep_classifier` is the classifier) -- the settings table's `onestep_ratio` column. 0af4261
+  (weight 0 for the other arm's rows where their unused ratio overflowed; no estimate here was
+  NaN) and c721272 (multiplier draws vectorised) change no estimator.
 * **Density ratio on `outcome_misspecified` x linear:** densities and classifier agree to three
   decimals (the logistic classifier of A on (M, X) is exact for a normal mediator with equal
   variances).
@@ -394,6 +402,7 @@ def report(raw: pd.DataFrame, truth: pd.DataFrame, raw_name: str) -> str:
         classifier=("estimator", lambda e: "onestep_classifier" in set(e)),
     )
     onestep = raw[raw.estimator == "onestep"].groupby(["study", "family", "n"])
+    settings["onestep_ratio"] = onestep.density_ratio.agg(lambda r: ", ".join(sorted(set(r))))
     settings["max_ipw_weight"] = onestep.max_weight.max()
     r_values = sorted(raw.groupby(KEY[:3]).seed.nunique().unique())
     se_lines = [
@@ -445,8 +454,9 @@ def report(raw: pd.DataFrame, truth: pd.DataFrame, raw_name: str) -> str:
         "* `cover90`, `cover95`: share of intervals containing the truth; binomial SE of one "
         "row's coverage at the nominal level: " + "; ".join(se_lines) + ". Group means "
         "average correlated rows, so their SE is not much smaller.",
-        "* `pl` = plug-in, `os` = one-step (density ratio from the generators' "
-        "log-densities), `clf` = one-step with the classifier's ratio.",
+        "* `pl` = plug-in, `os` = one-step with `density_ratio='auto'` (the ratio each cell "
+        "used: `onestep_ratio` in the settings table), `clf` = one-step with the classifier's "
+        "ratio.",
         "",
         "## Headline (per functional group)",
         "",
