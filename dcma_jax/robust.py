@@ -29,8 +29,10 @@ chain) or, by Bayes' rule, from a classifier of ``A`` on ``(M, X)``,
 which needs no density (diffusion). ``density_ratio="auto"`` uses the densities where every
 mediator generator is a closed-form (parametric) fit, else the classifier: a neural density's
 tails make single ratios explode (measured in ``experiments/results/doubly_robust.md``: on the
-linear SCM, one of 12 data sets gave an mdn-density NIE of 3.01 with SE 2.6, truth 0.42, where
-the classifier's gave 0.427 with SE 0.039).
+linear SCM, one of 20 data sets gave an mdn-density NIE of 3.01 with SE 2.6, truth 0.42, where
+the classifier's gave 0.427 with SE 0.039). Neither survives a log-normal mediator's right tail
+(the logistic classifier's log-ratio is linear in ``m``); :func:`weight_overlap` flags an arm
+whose estimate rests on one row.
 
 Cross-fitting (:func:`fit_crossfit`, at fit time): rows are dealt to ``K`` folds (stratified by
 treatment); every nuisance — the mediator and outcome generators, the propensity and the
