@@ -12,7 +12,7 @@ import pytest
 import dcma_jax as dj
 from dcma_jax.datasets.recovery import RECOVERY_STUDIES
 
-N, B, DRAWS = 1000, 150, 50_000
+N, B, DRAWS = 600, 150, 50_000
 QUANTILES, POINTS = (0.25, 0.75), (0.5, 1.5)
 DISTANCES = ("wasserstein", "energy", "ks")
 EFFECTS = ["TE", "NDE_control", "NIE_treated"]
