@@ -30,7 +30,7 @@ import dcma_jax as dj
 from dcma_jax.datasets.recovery import RECOVERY_STUDIES
 from dcma_jax.results import markdown_table
 
-FAMILIES = ("linear", "mdn", "flow", "diffusion")
+FAMILIES = ("linear", "mdn", "flow", "diffusion", "auto")
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 DISTANCES = ("wasserstein", "energy")
 KEY = ["study", "family", "n", "seed"]
@@ -98,6 +98,7 @@ def run_cell(name, family, n, seed, spec, bootstrap, draws) -> pd.DataFrame:
     for column, value in zip(KEY, (name, family, n, seed), strict=True):
         table[column] = value
     table["bootstrap"], table["draws"] = bootstrap, draws
+    table["choice"] = ";".join(f"{node}:{family}" for node, family, _ in fitted.report.selection)
     table["fit_seconds"] = round(fit_seconds, 2)
     table["seconds"] = round(time.perf_counter() - started, 2)
     return table
@@ -173,6 +174,8 @@ def report(raw: pd.DataFrame, truth: pd.DataFrame, raw_name: str) -> str:
     rows = summarise(raw, truth)
     head = headline(rows)
     poor = rows[rows.flagged][["study", "family", "n", "effect"]].drop_duplicates()
+    choices = auto_choices(raw)
+    versus = auto_versus_best(head)
     seconds = raw.groupby(["study", "family", "n", "seed"]).seconds.first()
     timing = seconds.groupby(["study", "family", "n"]).mean().round(1).reset_index()
     studies = {name: RECOVERY_STUDIES[name] for name in raw.study.unique()}
@@ -212,6 +215,18 @@ def report(raw: pd.DataFrame, truth: pd.DataFrame, raw_name: str) -> str:
         "",
         markdown_table(poor) if len(poor) else "None.",
         "",
+        "## What `auto` chose (data sets per choice)",
+        "",
+        markdown_table(choices) if len(choices) else "`auto` was not run.",
+        "",
+        "## `auto` against the best single family (mean RMSE over well-supported rows)",
+        "",
+        "The best single family is the one with the lowest RMSE in that cell, chosen after the "
+        "fact with the truths; `ratio` = auto's RMSE / that RMSE (the issue asks <= 1 up to "
+        "noise). Flagged rows are excluded per family, so rows can differ by a few.",
+        "",
+        markdown_table(versus) if len(versus) else "`auto` was not run.",
+        "",
         "## Time per data set (fit, bootstrap and both queries), seconds",
         "",
         markdown_table(timing),
@@ -224,8 +239,43 @@ def report(raw: pd.DataFrame, truth: pd.DataFrame, raw_name: str) -> str:
     return "\n".join(text)
 
 
+def auto_choices(raw: pd.DataFrame) -> pd.DataFrame:
+    """Per study and n, how many of auto's data sets chose each per-node family combination."""
+    if "choice" not in raw:
+        return pd.DataFrame()
+    auto = raw[raw.family == "auto"].groupby(["study", "n", "seed"]).choice.first()
+    counts = auto.reset_index().groupby(["study", "n", "choice"]).size()
+    return counts.rename("data_sets").reset_index()
+
+
+def auto_versus_best(head: pd.DataFrame) -> pd.DataFrame:
+    """Per study, n and group: auto's RMSE beside the best single family's (from ``headline``)."""
+    if "auto" not in set(head.family):
+        return pd.DataFrame()
+    keys = ["study", "n", "group"]
+    auto = head[head.family == "auto"].set_index(keys).rmse.rename("auto_rmse")
+    single = head[~head.family.isin(["auto"])]
+    best = single.loc[single.groupby(keys).rmse.idxmin()].set_index(keys)
+    out = pd.concat([auto, best.family.rename("best"), best.rmse.rename("best_rmse")], axis=1)
+    out = out.dropna(subset=["auto_rmse", "best_rmse"])
+    return out.assign(ratio=out.auto_rmse / out.best_rmse).reset_index()
+
+
 def _values(column: pd.Series) -> str:
     return ", ".join(str(v) for v in sorted(column.unique()))
+
+
+def append_rows(raw_path: Path, table: pd.DataFrame) -> None:
+    """Appends ``table`` to the raw CSV; a file written before a column existed is rewritten
+    once with the union of columns (old rows get NaN there), so rows never shift columns."""
+    if not raw_path.exists():
+        table.to_csv(raw_path, index=False)
+        return
+    header = pd.read_csv(raw_path, nrows=0).columns
+    if set(table.columns) <= set(header):
+        table.reindex(columns=header).to_csv(raw_path, mode="a", header=False, index=False)
+    else:
+        pd.concat([pd.read_csv(raw_path), table], ignore_index=True).to_csv(raw_path, index=False)
 
 
 def _done(raw_path: Path) -> set[tuple]:
@@ -292,7 +342,7 @@ def main() -> None:
                         if (name, family, n, seed) in done:
                             continue
                         table = run_cell(name, family, n, seed, spec, args.bootstrap, args.draws)
-                        table.to_csv(raw_path, mode="a", header=not raw_path.exists(), index=False)
+                        append_rows(raw_path, table)
                         print(f"{name} {family} n={n} seed={seed}: {table.seconds.iloc[0]} s")
     raw = pd.read_csv(raw_path)
     text = report(raw, _truth_table(list(raw.study.unique())), raw_path.name)
