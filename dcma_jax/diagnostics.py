@@ -1,7 +1,8 @@
 r"""Diagnostics of a fitted model: how well each node fits, and where arms extrapolate.
 
 Fit quality, per node, on held-out rows (the validation rows a neural fit never trained on; a
-closed-form fit uses every row, so its figures are in-sample and say so):
+closed-form fit, or a neural one with ``TrainConfig.fixed_epochs``, uses every row, so its
+figures are in-sample and say so):
 
 * ``heldout_log_lik``: mean log-density (log-mass for a binary node) in original units, where
   the generator has a density;
@@ -106,8 +107,8 @@ def node_diagnostics(fitted: FittedMediation, num_samples: int = NUM_SAMPLES) ->
 
     Returns:
       ``{node name: {"rows", "heldout_log_lik", "crps", "pit_ks", "pit_ks_95"}}``; ``rows``
-      says which rows were scored (``"held-out: N validation rows"`` or ``"in-sample: N rows
-      (closed form)"``).
+      says which rows were scored (``"held-out: N validation rows"``, ``"in-sample: N rows
+      (closed form)"`` or ``"in-sample: N rows (fixed_epochs, no validation split)"``).
     """
     model, data = fitted.model, fitted.data
     config = fitted.settings.config
@@ -119,10 +120,11 @@ def node_diagnostics(fitted: FittedMediation, num_samples: int = NUM_SAMPLES) ->
     out = {}
     nodes = zip(model.graph.nodes, model.generators, node_data(model, data), strict=True)
     for j, (node, generator, (x, context)) in enumerate(nodes):
-        closed = fitted.report.epochs[j] == 0
-        if closed:
+        closed = generator.implements("closed_form")
+        if closed or config.fixed_epochs is not None:
             rows = np.arange(data.n)
-            where = f"in-sample: {data.n} rows (closed form)"
+            why = "closed form" if closed else "fixed_epochs, no validation split"
+            where = f"in-sample: {data.n} rows ({why})"
         else:
             rows = np.asarray(split_rows(keys[j], data.n, config)[1])
             where = f"held-out: {rows.size} validation rows"

@@ -69,11 +69,14 @@ class FitReport:
 
     Attributes:
       epochs: epochs of the point fit (0 for closed forms).
-      best_val_loss: best validation loss of the point fit (``-inf`` for closed forms).
+      best_val_loss: best validation loss of the point fit (``-inf`` for closed forms, NaN
+        without a validation split: ``TrainConfig.fixed_epochs``).
       replicate_epochs: per node, the epochs of each replicate (``()`` without bootstrap).
       replicate_diverged: per replicate, whether its fit diverged at some node; such
         replicates are left out of the intervals.
       seconds: wall time of the fitting done by the process that finished the fit.
+      best_epochs: the epoch whose parameters the point fit kept (:class:`FitInfo`
+        ``best_epoch``; 0 for closed forms); ``()`` in models saved before it was recorded.
       selection: with ``generators="auto"``, per node ``(node, chosen family, ((family,
         held-out CRPS, its standard error against the lowest), ...))``
         (:mod:`dcma_jax.selection`); ``()`` otherwise.
@@ -85,6 +88,7 @@ class FitReport:
     replicate_diverged: tuple[bool, ...] = ()
     seconds: float = 0.0
     selection: tuple = ()
+    best_epochs: tuple[int, ...] = ()
 
     @classmethod
     def from_infos(
@@ -102,6 +106,7 @@ class FitReport:
             ),
             replicate_diverged=tuple(bool(d) for d in (() if diverged is None else diverged)),
             seconds=round(float(seconds), 2),
+            best_epochs=tuple(int(i.best_epoch) for i in infos),
         )
 
 
@@ -202,6 +207,8 @@ class FittedMediation:
             ),
             "fit_seed": self.seed,
             "epochs": {node.name: e for node, e in zip(nodes, report.epochs, strict=True)},
+            "best_epochs": dict(zip([n.name for n in nodes], report.best_epochs, strict=False))
+            or None,
             "bootstrap_epochs": [list(e) for e in report.replicate_epochs] or None,
             "bootstrap_dropped": sum(report.replicate_diverged),
             "fit_seconds": report.seconds,

@@ -276,6 +276,7 @@ def _info_dict(infos: Any) -> list[dict]:
             "epochs": np.asarray(i.epochs),
             "best_val_loss": np.asarray(i.best_val_loss),
             "diverged": np.asarray(i.diverged),
+            "best_epoch": np.asarray(i.best_epoch),
         }
         for i in infos
     ]
@@ -288,6 +289,8 @@ def _infos(entries: Any, where: str, lead: tuple) -> tuple[FitInfo, ...]:
                 jnp.asarray(e["epochs"]),
                 jnp.asarray(e["best_val_loss"]),
                 jnp.asarray(e["diverged"]),
+                # Files written before best_epoch was recorded: -1, unknown.
+                jnp.asarray(e.get("best_epoch", np.full(np.shape(e["epochs"]), -1, np.int32))),
             )
             for e in (entries[str(i)] for i in range(len(entries)))
         )
@@ -429,9 +432,10 @@ def save(fitted: FittedMediation, directory: str | Path) -> Path:
 
 def _point_infos(fitted: FittedMediation) -> tuple[FitInfo, ...]:
     r = fitted.report
+    best = r.best_epochs or (-1,) * len(r.epochs)
     return tuple(
-        FitInfo(np.int32(e), np.float64(v), np.bool_(False))
-        for e, v in zip(r.epochs, r.best_val_loss, strict=True)
+        FitInfo(np.int32(e), np.float64(v), np.bool_(False), np.int32(b))
+        for e, v, b in zip(r.epochs, r.best_val_loss, best, strict=True)
     )
 
 
@@ -450,6 +454,7 @@ def _replicate_infos(fitted: FittedMediation) -> list[tuple[FitInfo, ...]]:
                     np.asarray(e[start:stop], np.int32),
                     np.full(stop - start, np.nan),
                     diverged[start:stop],
+                    np.full(stop - start, -1, np.int32),  # the report keeps no best epochs
                 )
                 for e in r.replicate_epochs
             )

@@ -1,10 +1,11 @@
 """Fitting generators: closed form where it exists, otherwise Adam under one compiled loop.
 
 The optimisation loop for one generator is a single ``lax.while_loop`` over epochs (early
-stopping on a validation split) whose body is a ``lax.scan`` over minibatches, so a fit compiles
-once. Because it is a pure function of ``(key, rows)``, ``jax.vmap`` over bootstrap row indices
-fits all bootstrap replicates as one computation: finished replicates are frozen by the batched
-``while_loop`` while the others continue.
+stopping on a validation split, or a fixed number of epochs on every row) whose body is a
+``lax.scan`` over minibatches, so a fit compiles once. Because it is a pure function of
+``(key, rows)``, ``jax.vmap`` over bootstrap row indices fits all bootstrap replicates as one
+computation: finished replicates are frozen by the batched ``while_loop`` while the others
+continue.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class TrainConfig:
       val_fraction: share of rows held out for early stopping.
       clip_norm: global gradient-norm clip.
       warmup_epochs: linear warm-up length.
+      fixed_epochs: ``None`` (default): early stopping on ``val_fraction`` of the rows. An
+        integer in ``[0, max_epochs]``: train on every row for exactly that many epochs, with
+        no validation split (``val_fraction`` and ``patience`` unused) and the same schedule
+        (it still spans ``max_epochs``), e.g. to refit on all rows at the epoch count early
+        stopping chose (``FitInfo.best_epoch``); 0 keeps the warm start.
     """
 
     learning_rate: float = 3e-3
@@ -52,20 +58,41 @@ class TrainConfig:
     val_fraction: float = 0.2
     clip_norm: float = 1.0
     warmup_epochs: int = 5
+    fixed_epochs: int | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
             raise ArgumentError("val_fraction must be in (0, 1)")
         if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
             raise ArgumentError("batch_size, max_epochs and patience must be positive")
+        fixed = self.fixed_epochs
+        if fixed is not None and (
+            isinstance(fixed, bool)
+            or not isinstance(fixed, int | np.integer)
+            or not 0 <= fixed <= self.max_epochs
+        ):
+            raise ArgumentError(
+                f"fixed_epochs must be None or an integer in [0, max_epochs={self.max_epochs}], "
+                f"got {fixed!r}"
+            )
 
 
 class FitInfo(NamedTuple):
-    """Diagnostics of one fit: epochs run, best validation loss, divergence flag."""
+    """Diagnostics of one fit.
+
+    Attributes:
+      epochs: epochs run (early stopping runs ``patience`` past the best one).
+      best_val_loss: validation loss of the kept parameters (``-inf`` for closed forms, NaN
+        without a validation split).
+      diverged: whether the loss became NaN or infinite.
+      best_epoch: the epoch whose parameters were kept (0: the warm start; ``epochs`` without
+        early stopping): the epoch count to refit at on all rows (``fixed_epochs``).
+    """
 
     epochs: jax.Array
     best_val_loss: jax.Array
     diverged: jax.Array
+    best_epoch: jax.Array
 
 
 class _LoopState(NamedTuple):
@@ -74,6 +101,7 @@ class _LoopState(NamedTuple):
     opt_state: Any
     best_params: Any
     best_val: jax.Array
+    best_epoch: jax.Array
     bad_epochs: jax.Array
     diverged: jax.Array
 
@@ -114,11 +142,21 @@ def _optimise(
     x: jax.Array,
     context: jax.Array,
     weights: jax.Array,
+    epochs: jax.Array | int | None = None,
 ) -> tuple[Any, FitInfo]:
-    """Adam with warm-up/cosine schedule, clipping and early stopping on a validation split."""
+    """Adam with warm-up/cosine schedule and clipping.
+
+    ``epochs`` ``None``: early stopping on a validation split, keeping the best epoch's
+    parameters. Otherwise (an int, possibly traced): every row, exactly ``epochs`` epochs (fewer
+    if the loss diverges), keeping the last; the schedule is the same either way.
+    """
     n = x.shape[0]
-    n_val = max(1, int(round(config.val_fraction * n)))
-    n_train = n - n_val
+    fixed = epochs is not None
+    if fixed:
+        train_rows = jnp.arange(n)
+    else:
+        train_rows, val_rows = split_rows(key, n, config)
+    n_train = train_rows.shape[0]
     batch = min(config.batch_size, n_train)
     steps = n_train // batch
     schedule = optax.warmup_cosine_decay_schedule(
@@ -135,10 +173,12 @@ def _optimise(
     # key for every validation pass, so that epochs are compared on the same noise.
     noise_key = jax.random.fold_in(key, 3)
     val_key = jax.random.fold_in(noise_key, 0)
-    train_rows, val_rows = split_rows(key, n, config)
-    x_val, c_val, w_val = x[val_rows], context[val_rows], weights[val_rows]
     params = init_params(module, init_key, context.shape[1])
-    train_weights = jnp.zeros_like(weights).at[train_rows].set(weights[train_rows])
+    if fixed:
+        train_weights = weights
+    else:
+        x_val, c_val, w_val = x[val_rows], context[val_rows], weights[val_rows]
+        train_weights = jnp.zeros_like(weights).at[train_rows].set(weights[train_rows])
     params = module.warm_start(params, x, context, train_weights)
     loss_and_grad = jax.value_and_grad(functools.partial(_mean_loss, module))
 
@@ -156,6 +196,15 @@ def _optimise(
         (params, opt_state), losses = jax.lax.scan(
             minibatch_step, (state.params, state.opt_state), (batches, step_keys)
         )
+        if fixed:
+            return state._replace(
+                epoch=state.epoch + 1,
+                params=params,
+                opt_state=opt_state,
+                best_params=params,
+                best_epoch=state.epoch + 1,
+                diverged=~jnp.all(jnp.isfinite(losses)),
+            )
         val = _mean_loss(module, params, x_val, c_val, w_val, val_key)
         diverged = ~(jnp.all(jnp.isfinite(losses)) & jnp.isfinite(val))
         improved = (val < state.best_val) & ~diverged
@@ -168,18 +217,24 @@ def _optimise(
             opt_state=opt_state,
             best_params=best_params,
             best_val=jnp.where(improved, val, state.best_val),
+            best_epoch=jnp.where(improved, state.epoch + 1, state.best_epoch),
             bad_epochs=jnp.where(improved, 0, state.bad_epochs + 1),
             diverged=diverged,
         )
 
     def keep_going(state: _LoopState) -> jax.Array:
+        if fixed:
+            return (state.epoch < epochs) & ~state.diverged
         return (
             (state.epoch < config.max_epochs)
             & (state.bad_epochs < config.patience)
             & ~state.diverged
         )
 
-    start_val = _mean_loss(module, params, x_val, c_val, w_val, val_key)
+    if fixed:
+        start_val = jnp.full((), jnp.nan, x.dtype)
+    else:
+        start_val = _mean_loss(module, params, x_val, c_val, w_val, val_key)
     init = _LoopState(
         epoch=jnp.zeros((), jnp.int32),
         params=params,
@@ -188,11 +243,14 @@ def _optimise(
         # The starting point (the warm start) is a candidate too: where the network cannot
         # beat the generator's linear start on held-out rows, the fit keeps the start.
         best_val=jnp.where(jnp.isfinite(start_val), start_val, jnp.inf),
+        best_epoch=jnp.zeros((), jnp.int32),
         bad_epochs=jnp.zeros((), jnp.int32),
         diverged=jnp.zeros((), bool),
     )
     final = jax.lax.while_loop(keep_going, epoch, init)
-    return final.best_params, FitInfo(final.epoch, final.best_val, final.diverged)
+    best_val = start_val if fixed else final.best_val
+    info = FitInfo(final.epoch, best_val, final.diverged, final.best_epoch)
+    return final.best_params, info
 
 
 def _fit_rows(
@@ -202,14 +260,19 @@ def _fit_rows(
     x: jax.Array,
     context: jax.Array,
     weights: jax.Array,
+    epochs: jax.Array | int | None = None,
 ) -> tuple[Any, FitInfo]:
-    """Fits one generator to weighted rows; closed form when the generator has one."""
+    """Fits one generator to weighted rows; closed form when the generator has one.
+
+    ``epochs`` (see :func:`_optimise`) defaults to ``config.fixed_epochs``.
+    """
     variables = module.closed_form(x, context, weights)
     if variables is None:
-        return _optimise(module, config, key, x, context, weights)
+        epochs = config.fixed_epochs if epochs is None else epochs
+        return _optimise(module, config, key, x, context, weights, epochs)
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(variables)]))
-    info = FitInfo(jnp.zeros((), jnp.int32), -jnp.inf * jnp.ones((), x.dtype), ~finite)
-    return variables, info
+    zero = jnp.zeros((), jnp.int32)
+    return variables, FitInfo(zero, -jnp.inf * jnp.ones((), x.dtype), ~finite, zero)
 
 
 @functools.partial(jax.jit, static_argnames=("module", "config"))
@@ -220,6 +283,7 @@ def fit_generator(
     x: jax.Array,
     context: jax.Array,
     weights: jax.Array,
+    epochs: jax.Array | int | None = None,
 ) -> tuple[Any, FitInfo]:
     """Fits one generator; jitted with the module and config static.
 
@@ -230,11 +294,14 @@ def fit_generator(
       x: ``(n, 1)`` node values.
       context: ``(n, c)`` contexts.
       weights: ``(n,)`` positive observation weights.
+      epochs: ``config.fixed_epochs`` as a traced value (one compilation serves every count,
+        e.g. refits of many nodes or data sets at their own counts); in ``[0,
+        config.max_epochs]``, which a traced value cannot be checked for.
 
     Returns:
       ``(variables, FitInfo)``.
     """
-    return _fit_rows(module, config, key, x, context, weights)
+    return _fit_rows(module, config, key, x, context, weights, epochs)
 
 
 @functools.partial(jax.jit, static_argnames=("module", "config", "mesh"))
