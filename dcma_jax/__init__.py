@@ -30,6 +30,8 @@ from dcma_jax.generators import (
     Generator,
     LinearGaussian,
     MixtureDensityNetwork,
+    NegativeBinomialGLM,
+    NegativeBinomialMLP,
     generator_class,
     registered_names,
 )
@@ -66,6 +68,8 @@ __all__ = [
     "MixtureDensityNetwork",
     "Model",
     "ModelFileError",
+    "NegativeBinomialGLM",
+    "NegativeBinomialMLP",
     "PathSpecificError",
     "SequentialStudy",
     "SyntheticStudy",

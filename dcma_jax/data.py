@@ -8,6 +8,8 @@ float64 arrays in an *internal* coding that the generators are trained on:
   (``ddof=0``) computed on all rows; an integer-valued mediator or outcome with a few distinct
   values (a count or a rating scale) is continuous only when declared so (see
   :meth:`MediationData.from_dataframe`);
+* count mediators and outcomes (declared ``"count"``: non-negative integers) keep their raw
+  integers, not standardised, so their effects are in counts;
 * binary variables are coded 0/1 (the "treated" or larger level is 1);
 * text/categorical covariates are one-hot encoded with the first (sorted) level dropped;
 * the treatment is binary (0/1, inferred), or, when declared in ``types``, continuous
@@ -45,10 +47,11 @@ import pandas as pd
 
 __all__ = ["DataError", "MediationData", "Variable"]
 
-#: Kinds a :class:`Variable` may have; ``"categorical"`` is for a multi-valued treatment.
-VARIABLE_KINDS = ("binary", "continuous", "categorical")
+#: Kinds a :class:`Variable` may have; ``"categorical"`` is for a multi-valued treatment,
+#: ``"count"`` for a mediator or outcome of non-negative integers.
+VARIABLE_KINDS = ("binary", "continuous", "categorical", "count")
 #: Type names accepted in the ``types`` override mapping.
-TYPE_NAMES = ("binary", "continuous", "categorical")
+TYPE_NAMES = ("binary", "continuous", "categorical", "count")
 
 _MAX_SHOWN = 5  # levels or values quoted in a message
 _MAX_COLUMNS_SHOWN = 10  # available columns listed when a name is unknown
@@ -56,6 +59,8 @@ _MAX_COLUMNS_SHOWN = 10  # available columns listed when a name is unknown
 #: least two rows per value on average) looks like a count or a rating scale, e.g. a 1-5 Likert
 #: item or a 0-10 pain score, and is refused until its type is declared.
 MAX_DISCRETE_LEVELS = 20
+#: Largest value of a count column: every integer up to ``2^24`` is exact in float32.
+MAX_COUNT = 2**24
 
 
 class DataError(ValueError):
@@ -72,19 +77,21 @@ class Variable:
     """How one column is encoded between the user's units and the internal coding.
 
     Continuous: ``internal = (original - center) / scale``, with ``center`` the mean and
-    ``scale`` the SD (``ddof=0``) of the column. Binary: ``internal = 1`` where the original
-    value equals ``levels[1]`` and ``0`` where it equals ``levels[0]``; ``center`` and ``scale``
-    stay 0 and 1. Categorical (a multi-valued treatment): ``internal = i`` where the original
-    value equals ``levels[i]``, the level index; contexts see it one-hot (see
-    :mod:`dcma_jax.graph`), ``levels[0]`` being the reference level.
+    ``scale`` the SD (``ddof=0``) of the column. Count: ``internal = original`` (the raw
+    integers; ``center`` 0, ``scale`` 1, so every decode is the identity). Binary:
+    ``internal = 1`` where the original value equals ``levels[1]`` and ``0`` where it equals
+    ``levels[0]``; ``center`` and ``scale`` stay 0 and 1. Categorical (a multi-valued
+    treatment): ``internal = i`` where the original value equals ``levels[i]``, the level
+    index; contexts see it one-hot (see :mod:`dcma_jax.graph`), ``levels[0]`` being the
+    reference level.
 
     Attributes:
         name: Column name as the user gave it.
-        kind: ``"binary"``, ``"continuous"`` or ``"categorical"``.
-        center: Continuous: the mean used for standardising. Binary: 0.0.
-        scale: Continuous: the SD used for standardising (positive). Binary: 1.0.
+        kind: ``"binary"``, ``"continuous"``, ``"categorical"`` or ``"count"``.
+        center: Continuous: the mean used for standardising. Binary and count: 0.0.
+        scale: Continuous: the SD used for standardising (positive). Binary and count: 1.0.
         levels: Binary: ``(original value coded 0, original value coded 1)``. Categorical: the
-            levels in code order. Continuous: ``()``.
+            levels in code order. Continuous and count: ``()``.
     """
 
     name: str
@@ -102,6 +109,12 @@ class Variable:
             raise ValueError(
                 f"Variable {self.name!r}: a binary variable needs exactly 2 levels, "
                 f"got {self.levels!r}"
+            )
+        if self.kind == "count" and (self.center, self.scale, self.levels) != (0.0, 1.0, ()):
+            raise ValueError(
+                f"Variable {self.name!r}: a count variable is not rescaled (center 0, scale 1, "
+                f"no levels), got center={self.center!r}, scale={self.scale!r}, "
+                f"levels={self.levels!r}"
             )
         if self.kind == "categorical" and len(self.levels) < 3:
             raise ValueError(
@@ -121,13 +134,13 @@ class Variable:
             values: Scalar or array-like of original values.
 
         Returns:
-            A float64 array of the same shape: standardised values (continuous) or 0/1 codes
-            (binary).
+            A float64 array of the same shape: standardised values (continuous), the values
+            themselves (count) or 0/1 codes (binary).
 
         Raises:
             DataError: A binary variable is given a value that is not one of its two levels.
         """
-        if self.kind == "continuous":
+        if self.kind in ("continuous", "count"):
             return (np.asarray(values, dtype=np.float64) - self.center) / self.scale
         if self.kind == "categorical":
             return self._encode_categorical(values)
@@ -149,7 +162,7 @@ class Variable:
 
     @property
     def num_levels(self) -> int:
-        """Number of levels of a categorical variable; 0 for binary and continuous ones."""
+        """Number of levels of a categorical variable; 0 for the other kinds."""
         return len(self.levels) if self.kind == "categorical" else 0
 
     def _encode_categorical(self, values: Any) -> np.ndarray:
@@ -169,7 +182,8 @@ class Variable:
     def decode(self, values: Any) -> np.ndarray:
         """Map internal values back to original units.
 
-        Continuous: ``values * scale + center``. Binary: returned unchanged as float64, since
+        Continuous: ``values * scale + center``; count: unchanged (``scale`` 1, ``center`` 0).
+        Binary: returned unchanged as float64, since
         an internal binary value (a 0/1 code, or a probability of the level coded 1) has no
         numeric meaning in the original labels; ``levels`` names what 0 and 1 stand for.
         """
@@ -194,6 +208,8 @@ class Variable:
         """One short phrase: the kind and its encoding, for summaries."""
         if self.kind == "continuous":
             return f"continuous (mean {self.center:.4g}, SD {self.scale:.4g})"
+        if self.kind == "count":
+            return "count (non-negative integers, in counts)"
         if self.kind == "categorical":
             return (
                 f"categorical ({len(self.levels)} levels: {_fmt_list(self.levels)}; "
@@ -218,9 +234,9 @@ class MediationData:
         treatment: ``(n,)`` float64 treatment codes: 0.0 (control) / 1.0 (treated) for a binary
             treatment, standardised values for a continuous one, level indices for a
             categorical one.
-        mediators: ``(n, k)`` float64, standardised continuous or 0/1 binary mediators, columns in
-            the user's causal order.
-        outcome: ``(n,)`` float64, standardised continuous or 0/1 binary outcome.
+        mediators: ``(n, k)`` float64, standardised continuous, raw count or 0/1 binary
+            mediators, columns in the user's causal order.
+        outcome: ``(n,)`` float64, standardised continuous, raw count or 0/1 binary outcome.
         covariates: ``(n, p)`` float64: continuous standardised, binary 0/1, text/categorical
             one-hot with the first (sorted) level dropped; ``p`` may be 0.
         weights: ``(n,)`` float64 observation weights, positive and finite; all 1.0 unless a
@@ -313,10 +329,11 @@ class MediationData:
         two values needs a declared type. A mediator or outcome whose values are all integers
         (``3`` or ``3.0``) with 3 to :data:`MAX_DISCRETE_LEVELS` (20) distinct values, and at
         most half as many distinct values as rows, looks like a count or a rating scale and is
-        refused unless declared, e.g. ``types={"M": "continuous"}``: only binary and continuous
-        mediators and outcomes are modelled, and a 1-5 rating treated as continuous is a
-        modelling choice the user should make knowingly. Non-integer values, and integers with
-        more distinct values (age in years) or hardly any repeats, are continuous as before.
+        refused unless declared, ``types={"M": "count"}`` (non-negative integers modelled as
+        counts, see :mod:`dcma_jax.generators.count`) or ``types={"M": "continuous"}``: a 1-5
+        rating treated as continuous, or a count as continuous, is a modelling choice the user
+        should make knowingly. Non-integer values, and integers with more distinct values (age
+        in years) or hardly any repeats, are continuous as before; a count is never inferred.
 
         Binary coding: levels are sorted and the second is coded 1 (so 1 for {0, 1} and True for
         {False, True}); for the treatment, ``treated_level`` picks the level coded 1 instead.
@@ -329,8 +346,9 @@ class MediationData:
             outcome: Outcome column.
             covariates: Pre-treatment covariate columns.
             weights: Optional column of positive, finite observation weights.
-            types: Optional ``{column: "binary" | "continuous" | "categorical"}`` overrides;
-                ``"categorical"`` is accepted for covariates and the treatment only.
+            types: Optional ``{column: "binary" | "continuous" | "categorical" | "count"}``
+                overrides; ``"categorical"`` is accepted for covariates and the treatment only,
+                ``"count"`` for mediators and the outcome only.
             treated_level: The treatment's level that means "treated" (coded 1).
             min_rows: Fewest rows accepted.
 
@@ -774,6 +792,11 @@ def _constant_error(col: _Column, value: Any) -> DataError:
 def _encode_treatment(
     series: pd.Series, name: str, declared: str | None, treated_level: Any
 ) -> tuple[Variable, np.ndarray]:
+    if declared == "count":
+        raise DataError(
+            f"treatment column {name!r} is declared count; counts are modelled for mediators "
+            "and the outcome only (declare the treatment binary, continuous or categorical)"
+        )
     col = _inspect(series, name, "treatment")
     levels = col.levels()
     if declared in ("continuous", "categorical") and treated_level is not None:
@@ -848,13 +871,16 @@ def _encode_treatment(
 def _encode_numeric_role(
     series: pd.Series, name: str, role: str, declared: str | None
 ) -> tuple[Variable, np.ndarray]:
-    """Encode a mediator or the outcome: binary or continuous."""
+    """Encode a mediator or the outcome: binary, continuous or (declared) count."""
     if declared == "categorical":
         raise DataError(
-            f"{role} column {name!r} is declared categorical; a {role} must be binary or continuous"
+            f"{role} column {name!r} is declared categorical; a {role} must be binary, "
+            "continuous or count"
         )
     col = _inspect(series, name, role)
     levels = col.levels()
+    if declared == "count":
+        return _encode_count(col, levels)
     if col.nature == "text" and (len(levels) > 2 or declared == "continuous"):
         raise _text_error(col, f"a text {role} must have exactly two levels (binary)")
     if len(levels) == 1:
@@ -869,12 +895,36 @@ def _encode_numeric_role(
     if declared is None and _looks_discrete(col, len(levels)):
         raise DataError(
             f"{col.label()} has {len(levels)} distinct integer values ({_fmt_list(levels)}), "
-            f"like a count or a rating scale; it is modelled as continuous only when declared "
-            f"so: types={{{name!r}: 'continuous'}} (CLI: --types {name}=continuous)"
+            f"like a count or a rating scale; declare its type: types={{{name!r}: 'count'}} "
+            f"for a count of events, or types={{{name!r}: 'continuous'}} to model it as "
+            f"continuous (CLI: --types {name}=count or --types {name}=continuous)"
         )
     if declared == "continuous" or (declared is None and len(levels) > 2):
         return _continuous(col)
     return _binary(col, levels)
+
+
+def _encode_count(col: _Column, levels: list[Any]) -> tuple[Variable, np.ndarray]:
+    """A declared count: non-negative integers (at most ``2^24``, exact in float32), as is."""
+    if col.nature == "text":
+        raise _text_error(col, "a count must be non-negative integers")
+    if len(levels) == 1:
+        raise _constant_error(col, levels[0])
+    values = col.values.astype(np.float64)
+    problems = (
+        (values < 0, "a negative value"),
+        (values != np.round(values), "a non-integer value"),
+        (values > MAX_COUNT, f"a value above {MAX_COUNT} (counts are exact in float32 up to it)"),
+    )
+    for bad, what in problems:
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise DataError(
+                f"{col.label()} is declared count but has {what} ({_fmt(col.values[row])} at "
+                f"row {row}); a count must be a non-negative integer"
+            )
+    var = Variable(col.name, "count")
+    return var, var.encode(values)
 
 
 def _looks_discrete(col: _Column, num_levels: int) -> bool:
@@ -894,6 +944,11 @@ def _encode_covariate(
     series: pd.Series, name: str, declared: str | None
 ) -> tuple[list[str], list[np.ndarray]]:
     """Encode one covariate into one or more columns (one-hot for text/categorical)."""
+    if declared == "count":
+        raise DataError(
+            f"covariate column {name!r} is declared count; counts are modelled for mediators and "
+            "the outcome only (a covariate enters contexts as a number: declare it continuous)"
+        )
     col = _inspect(series, name, "covariate")
     levels = col.levels()
     if len(levels) == 1:

@@ -4,13 +4,14 @@ Fit quality, per node, on held-out rows (the validation rows a neural fit never 
 closed-form fit, or a neural one with ``TrainConfig.fixed_epochs``, uses every row, so its
 figures are in-sample and say so):
 
-* ``heldout_log_lik``: mean log-density (log-mass for a binary node) in original units, where
-  the generator has a density;
+* ``heldout_log_lik``: mean log-density (log-mass for a binary or count node) in original
+  units, where the generator has a density;
 * ``crps``: the continuous ranked probability score ``E|X - y| - E|X - X'| / 2``, estimated
   without bias from ``num_samples`` draws of the generator per row, in the node's original
   units (lower is better);
 * ``pit_ks``: the Kolmogorov–Smirnov distance of the probability integral transforms
-  ``u_i = F(y_i | c_i)`` from the uniform law (randomised within the mass of a binary value);
+  ``u_i = F(y_i | c_i)`` from the uniform law (randomised within the mass of a binary or count
+  value, ``u_i = F(y_i - 1) + V_i P(y_i)``, so that it is uniform under the fitted law);
   a calibrated model gives about ``0.87 / sqrt(rows)`` and rarely more than ``pit_ks_95``
   (``1.36 / sqrt(rows)``), so a linear-Gaussian mediator fitted to a bimodal one stands out.
 
@@ -72,7 +73,8 @@ def node_scores(
 ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
     """Per-row ``(crps, pit, log_prob or None)`` of a fitted node generator, in internal units.
 
-    CRPS from ``num_samples`` draws per row (unbiased); PIT randomised for a binary node.
+    CRPS from ``num_samples`` draws per row (unbiased; a discrete law's CRPS too); PIT
+    randomised within the mass of the value for a binary or count node.
     Used by :func:`node_diagnostics` and by :mod:`dcma_jax.selection`.
     """
     n = x.shape[0]
@@ -94,6 +96,11 @@ def node_scores(
         p1 = jnp.exp(apply_batched(generator, "log_prob", params, jnp.ones_like(x), context))
         below = jnp.where(y > 0.5, 1.0 - p1, 0.0)
         mass = jnp.where(y > 0.5, p1, 1.0 - p1)
+        pit = below + jax.random.uniform(pit_key, (n,), x.dtype) * mass
+    elif kind == "count":
+        # Randomised PIT of a discrete law: u = F(y - 1) + V P(y).
+        below = apply_batched(generator, "cdf", params, x - 1.0, context)
+        mass = jnp.exp(log_prob)
         pit = below + jax.random.uniform(pit_key, (n,), x.dtype) * mass
     elif type(generator).implements("cdf"):
         pit = apply_batched(generator, "cdf", params, x, context)

@@ -169,8 +169,8 @@ def influence(
 
     Raises:
       ArgumentError: a node whose generator has more than :data:`MAX_PARAMETERS` parameters
-        (a neural fit), a binary mediator (its draws are not differentiable in its
-        parameters), or quantile rows of a binary outcome.
+        (a neural fit), a binary mediator or a count node (their draws are not
+        differentiable in their parameters), or quantile rows of a binary outcome.
     """
     from dcma_jax import queries
 
@@ -189,6 +189,14 @@ def influence(
     if binary_mediators:
         raise ArgumentError(
             f"binary mediator {binary_mediators[0]!r}: its draws are thresholds, not "
+            "differentiable in its model's parameters, so the influence would miss that "
+            "model's part; use the bootstrap"
+        )
+    counts = [n for n in model.graph.nodes if n.kind == "count"]
+    if counts:
+        role = "outcome" if counts[0] is model.graph.outcome else "mediator"
+        raise ArgumentError(
+            f"count {role} {counts[0].name!r}: its draws are integer steps, not "
             "differentiable in its model's parameters, so the influence would miss that "
             "model's part; use the bootstrap"
         )

@@ -17,6 +17,7 @@ import numpy as np
 from dcma_jax.data import MediationData
 from dcma_jax.errors import ArgumentError
 from dcma_jax.generators.base import Generator, generator_class
+from dcma_jax.generators.count import count_cap
 from dcma_jax.graph import CausalGraph
 
 GeneratorChoice = str | Generator
@@ -55,12 +56,21 @@ class Model:
         )
 
 
-def _make_generator(choice: GeneratorChoice, kind: str, link: str) -> Generator:
+def _make_generator(choice: GeneratorChoice, kind: str, link: str, values: np.ndarray) -> Generator:
+    """The node's generator, from an instance as is or from a family name.
+
+    A family name is built with the fields its kind takes from the data: a binary GLM's
+    ``link``, a count generator's ``max_count`` (:func:`~dcma_jax.generators.count.count_cap`
+    of the node's observed ``values``).
+    """
     if isinstance(choice, Generator):
         return choice
     cls = generator_class(choice, kind)
-    if kind == "binary" and "link" in {f.name for f in dataclasses.fields(cls)}:
+    fields = {f.name for f in dataclasses.fields(cls)}
+    if kind == "binary" and "link" in fields:
         return cls(link=link)
+    if kind == "count" and "max_count" in fields:
+        return cls(max_count=count_cap(values))
     return cls()
 
 
@@ -77,7 +87,8 @@ def build_model(
       data: the validated data; fixes node names, kinds and the covariate count.
       generators: a registered family name (``"linear"``, ``"mdn"``, ...) or a generator
         instance for every node, or a mapping from node name to either. Nodes missing from
-        the mapping are refused, so nothing falls back silently.
+        the mapping are refused, so nothing falls back silently. A count node built from a
+        name gets ``max_count`` from its observed counts (an instance keeps its own).
       link: link of binary GLM nodes (``"logit"`` or ``"probit"``).
       parents: mediator parents (indices of earlier mediators); default: every earlier one.
 
@@ -104,9 +115,10 @@ def build_model(
         choices = [generators[name] for name in names]
     else:
         choices = [generators] * len(names)
+    values = np.concatenate([data.mediators, data.outcome[:, None]], axis=1)
     built = tuple(
-        _make_generator(choice, node.kind, link)
-        for choice, node in zip(choices, graph.nodes, strict=True)
+        _make_generator(choice, node.kind, link, values[:, j])
+        for j, (choice, node) in enumerate(zip(choices, graph.nodes, strict=True))
     )
     return Model(graph, built, data.covariates.shape[1])
 

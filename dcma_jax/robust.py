@@ -412,7 +412,8 @@ class OneStep:
       residual_weights: ``(n, n_arms)`` each row's weight ``1{A = a} f(M | a', X) /
         (f(M | a, X) pi_a(X))`` on its outcome residual in each arm (0 off the arm).
       density_ratio: ``"density"`` or ``"classifier"``.
-      binary_outcome: whether quantiles are read as the generalised inverse on the grid.
+      discrete_outcome: whether quantiles are read as the generalised inverse on the grid (a
+        binary or count outcome, whose CDF is a step function).
     """
 
     arm_names: tuple[str, ...]
@@ -427,12 +428,12 @@ class OneStep:
     propensity: np.ndarray
     residual_weights: np.ndarray
     density_ratio: str
-    binary_outcome: bool
+    discrete_outcome: bool
 
     def quantiles(self, levels: Sequence[float], cdfs: np.ndarray | None = None) -> np.ndarray:
         """Quantiles read from the rearranged CDFs (default: the estimates'): ``(..., L)``."""
         cdfs = rearrange(self.grid_cdf) if cdfs is None else cdfs
-        return invert_cdf(self.grid, cdfs, np.asarray(levels, np.float64), self.binary_outcome)
+        return invert_cdf(self.grid, cdfs, np.asarray(levels, np.float64), self.discrete_outcome)
 
     def multiplier_cdfs(self, key: jax.Array, draws: int = MULTIPLIER_DRAWS) -> np.ndarray:
         """Gaussian-multiplier draws of the grid CDFs, rearranged: ``(draws, n_arms, G)``.
@@ -514,10 +515,17 @@ def _center(data: MediationData) -> float:
 
 
 def outcome_grid(data: MediationData, extra: np.ndarray, size: int = GRID_POINTS) -> np.ndarray:
-    """Equally spaced ``t`` grid (internal units) over the observed and simulated outcomes."""
+    """Equally spaced ``t`` grid (internal units) over the observed and simulated outcomes.
+
+    A count outcome's grid is the integers from 0 to the largest value (at most ``size`` of
+    them, evenly spread), where its step CDF jumps: quantiles are read off it as counts.
+    """
     if data.outcome_var.kind == "binary":
         return np.linspace(-0.5, 1.5, 5)
     values = np.concatenate([np.asarray(data.outcome), np.asarray(extra).reshape(-1)])
+    if data.outcome_var.kind == "count":
+        top = float(np.nanmax(values))
+        return np.unique(np.round(np.linspace(0.0, top, int(min(size, top + 1)))))
     lo, hi = np.quantile(values, (0.0005, 0.9995))
     pad = 0.05 * (hi - lo)
     return np.linspace(lo - pad, hi + pad, size)
@@ -620,7 +628,7 @@ def onestep(
         propensity=p1,
         residual_weights=residual_weights,
         density_ratio=ratio,
-        binary_outcome=var.kind == "binary",
+        discrete_outcome=var.kind in ("binary", "count"),
     )
 
 

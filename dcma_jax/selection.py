@@ -16,7 +16,10 @@ flexible family has to beat a simpler one by more than the noise of the comparis
 node keeps its closed form when a network merely ties with it. CRPS needs draws only, so every
 family is scored the same way, diffusion (no density) included; on a binary node it is the Brier
 score ``(p - y)^2``, where the families' binary models compete (``linear``: ``BinaryGLM``; the
-others: ``BernoulliMLP``, fitted once when several families share it).
+others: ``BernoulliMLP``, fitted once when several families share it). A count node compares
+its discrete laws the same way (the kernel form holds for any law): ``linear``'s
+``NegativeBinomialGLM`` against ``NegativeBinomialMLP``, which ``mdn`` and, as their stand-in,
+``flow`` and ``diffusion`` use.
 
 **Held-out rows.** Node ``j``'s held-out rows are the validation rows
 (:func:`dcma_jax.training.split_rows`, ``val_fraction`` of the rows) of a key of the selection's
@@ -120,7 +123,7 @@ def node_crps(
 
     Args:
       generators: the candidates (equal ones are fitted once).
-      kind: the node's kind (``"continuous"`` or ``"binary"``).
+      kind: the node's kind (``"continuous"``, ``"binary"`` or ``"count"``).
       config: optimisation settings of neural candidates; ``val_fraction`` sizes the hold-out.
       key: the node's selection key (hold-out rows, fits, scoring noise).
       x: ``(n, 1)`` node values (internal units).

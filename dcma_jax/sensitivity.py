@@ -19,7 +19,12 @@ arms do. For linear-Gaussian models without interaction this is exactly medsens'
 
 which crosses zero at ``rho = rt``, the correlation of the residuals of ``M ~ A + X`` and
 ``Y ~ A + X`` (tested). A binary outcome enters through its latent threshold: the Bernoulli
-generators draw ``1{u < Phi^-1(p)}``, a probit latent with normal score ``u``.
+generators draw ``1{u < Phi^-1(p)}``, a probit latent with normal score ``u``. A count outcome
+enters the same way through its latent score: the count generators draw ``F^-1(Phi(u))``,
+increasing in ``u``; its draws are integer steps in ``rho``, so its curve's
+``d_estimate_d_rho`` is NaN (breakpoints are found by bisection). A count mediator is refused:
+its normal score is no function of its value, and no latent-score reading is implemented for
+it.
 
 Binary mediators enter through their latent normal score. Every binary generator draws
 ``m = 1{Phi(z) < p(c)}``, i.e. ``m = 1{mu(c) + e > 0}`` with ``e = -z ~ N(0, 1)`` and
@@ -413,6 +418,13 @@ def _check(fitted: FittedMediation, rho_grid: Sequence[float], mediator: str | N
     node, generator = model.graph.mediators[j], model.generators[j]
     cls = type(generator)
     outcome = model.generators[-1]
+    if node.kind == "count":
+        raise SensitivityError(
+            f"mediator {mediator!r} is a count: its normal score is no function of its value "
+            "(a discrete law), and the latent-score model the sensitivity analysis reads for "
+            "discrete mediators is the probit threshold of a binary one; choose another "
+            "mediator, or declare it continuous"
+        )
     if node.kind == "binary":
         if model.graph.outcome.kind == "binary":
             raise SensitivityError(
@@ -583,6 +595,9 @@ def sensitivity(
         projection=projection,
     )
     values, slopes = np.asarray(values, np.float64), np.asarray(slopes, np.float64)
+    if model.graph.outcome.kind == "count":
+        # Integer draws are steps in rho: their pathwise derivative (0) is not the slope.
+        slopes = np.full_like(slopes, np.nan)
     low = high = None
     b_static = dict(static, num_draws=bootstrap_draws or num_draws)
     if fitted.bootstrap:

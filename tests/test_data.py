@@ -242,9 +242,9 @@ def test_integer_node_with_few_values_must_be_declared(column, values, shown):
     role = "mediator" if column == "M1" else "outcome"
     with pytest.raises(DataError, match=rf"^{role} column '{column}' has {shown}") as info:
         build(_with(column, values))
-    assert f"types={{'{column}': 'continuous'}} (CLI: --types {column}=continuous)" in str(
-        info.value
-    )
+    for kind in ("count", "continuous"):
+        assert f"types={{'{column}': '{kind}'}}" in str(info.value)
+        assert f"--types {column}={kind}" in str(info.value)
     assert "\n" not in str(info.value)
 
 
@@ -253,8 +253,9 @@ def test_integer_node_message():
         build(_with("M1", np.tile([1, 2, 3, 4, 5], 40)))
     assert str(info.value) == (
         "mediator column 'M1' has 5 distinct integer values (1, 2, 3, 4, 5), like a count or a "
-        "rating scale; it is modelled as continuous only when declared so: "
-        "types={'M1': 'continuous'} (CLI: --types M1=continuous)"
+        "rating scale; declare its type: types={'M1': 'count'} for a count of events, or "
+        "types={'M1': 'continuous'} to model it as continuous (CLI: --types M1=count or "
+        "--types M1=continuous)"
     )
 
 

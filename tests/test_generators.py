@@ -164,6 +164,7 @@ def _inputs(module: Generator, n: int, seed: int = 0):
 N_SMALL = 256
 N_LARGE = 4096
 GRID = jnp.linspace(-30.0, 30.0, 16_385)  # step 3.7e-3
+COUNTS = jnp.arange(256.0)  # a count node's support, far past these laws' mass
 _TRACES: dict[Generator, int] = {}
 
 
@@ -199,7 +200,9 @@ def _battery(
         "loss": run("loss", x, context),
         "big": run("sample", big_noise, at(anchors[0], N_LARGE)),
     }
-    values = jnp.array([[0.0], [1.0]]) if kind == "binary" else GRID[:, None]
+    values = {"binary": jnp.array([[0.0], [1.0]]), "count": COUNTS[:, None]}.get(
+        kind, GRID[:, None]
+    )
     if _has(module, "log_prob"):
         out["log_prob"] = run("log_prob", x, context)
         out["grid_log_prob"] = jnp.stack(
@@ -216,6 +219,12 @@ def _battery(
             return module.apply(variables, value[None], c, method=type(module).cdf)
 
         out["cdf_slope"] = jax.vmap(jax.grad(cdf_at))(x[:, 0], context)
+    if _has(module, "cdf") and kind == "count":
+        out["count_cdf"] = run("cdf", x, context)
+        out["count_cdf_below"] = run("cdf", x - 1.0, context)
+        out["grid_count_cdf"] = jnp.stack(
+            [run("cdf", values, at(a, values.shape[0])) for a in anchors]
+        )
     return out
 
 
@@ -356,7 +365,7 @@ def test_log_prob_normalised(generator):
     if "log_prob" not in out:
         pytest.skip("no density")
     mass = np.exp(out["grid_log_prob"].astype(np.float64))
-    if kind == "binary":
+    if kind in ("binary", "count"):
         np.testing.assert_allclose(mass.sum(axis=1), 1.0, rtol=1e-5)
         return
     # Trapezoid rule on [-30, 30], step h = 3.7e-3: the error O(h^2 max|p''|) is ~1e-5 for
@@ -377,6 +386,15 @@ def test_samples_follow_log_prob(generator):
         ones = int(out["big"].sum())
         assert scipy.stats.binomtest(ones, N_LARGE, mass[1]).pvalue > 1e-3
         return
+    if kind == "count":
+        # Pearson's chi-square over the counts, cells of expected size < 5 pooled into the top.
+        observed = np.bincount(out["big"][:, 0].astype(int), minlength=COUNTS.size)
+        expected = N_LARGE * mass / mass.sum()
+        keep = expected >= 5.0
+        cells_o = np.append(observed[keep], observed[~keep].sum())
+        cells_e = np.append(expected[keep], expected[~keep].sum())
+        assert scipy.stats.chisquare(cells_o, cells_e).pvalue > 1e-3
+        return
     grid = np.asarray(GRID, np.float64)
     cdf = np.concatenate([[0.0], np.cumsum(0.5 * (mass[1:] + mass[:-1]) * np.diff(grid))])
     cdf /= cdf[-1]
@@ -396,6 +414,18 @@ def test_cdf_monotone_and_matches_log_prob(generator):
     # Both are float32 evaluations of the same closed form; rtol 1e-3 allows for the
     # cancellation in Phi'(z) z' where z' is a ratio of spline terms.
     np.testing.assert_allclose(out["cdf_slope"], np.exp(out["log_prob"]), rtol=1e-3, atol=1e-6)
+
+
+def test_count_sample_inverts_its_cdf(generator):
+    # x = min{k : F(k) >= Phi(z)}: F(x - 1) < Phi(z) <= F(x), up to float32 rounding of F.
+    module, kind, out = generator
+    if "count_cdf" not in out:
+        pytest.skip("not a count generator")
+    u = ndtr(out["noise"][:, 0].astype(np.float64))
+    assert np.all(out["count_cdf_below"] < u + 1e-6) and np.all(u <= out["count_cdf"] + 1e-6)
+    assert np.all(out["x"] == np.round(out["x"])) and np.all(out["x"] >= 0)
+    mass = np.exp(out["grid_log_prob"].astype(np.float64))
+    np.testing.assert_allclose(out["grid_count_cdf"], np.cumsum(mass, axis=1), atol=1e-5)
 
 
 def test_cdf_of_sample_is_phi_of_noise(generator):

@@ -60,8 +60,8 @@ def floats(text: str, flag: str) -> tuple[float, ...]:
 
 
 def column_types(text: str) -> dict[str, str]:
-    """``"A=binary,site=categorical"`` -> ``{"A": "binary", "site": "categorical"}``."""
-    kinds = ("binary", "continuous", "categorical")
+    """``"A=binary,M=count"`` -> ``{"A": "binary", "M": "count"}``."""
+    kinds = ("binary", "continuous", "categorical", "count")
     mapping = {}
     for item in split(text, "--types"):
         column, sep, kind = item.partition("=")
@@ -180,9 +180,10 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
     data.add_argument(
         "--types",
         metavar="COL=KIND[,...]",
-        help="override inferred column types; KIND is binary, continuous or categorical "
-        "(categorical for covariates only). Default: inferred (two distinct values: binary; "
-        "text covariates: one-hot)",
+        help="override inferred column types; KIND is binary, continuous, categorical "
+        "(covariates only) or count (mediators and the outcome: non-negative integers, "
+        "modelled as negative-binomial counts). Default: inferred (two distinct values: "
+        "binary; text covariates: one-hot; never count)",
     )
 
 

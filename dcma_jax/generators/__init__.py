@@ -7,6 +7,7 @@ from dcma_jax.generators.base import (
     init_params,
     registered_names,
 )
+from dcma_jax.generators.count import NegativeBinomialGLM, NegativeBinomialMLP
 from dcma_jax.generators.diffusion import Diffusion
 from dcma_jax.generators.discrete import BernoulliMLP
 from dcma_jax.generators.flow import SplineFlow
@@ -20,6 +21,8 @@ __all__ = [
     "Generator",
     "LinearGaussian",
     "MixtureDensityNetwork",
+    "NegativeBinomialGLM",
+    "NegativeBinomialMLP",
     "SplineFlow",
     "apply_batched",
     "generator_class",

@@ -24,7 +24,7 @@ from jax.scipy.special import log_ndtr, ndtr, ndtri
 if TYPE_CHECKING:
     import distrax
 
-NODE_KINDS = ("continuous", "binary")
+NODE_KINDS = ("continuous", "binary", "count")
 
 _REGISTRY: dict[tuple[str, str], type[Generator]] = {}
 
@@ -66,10 +66,13 @@ class Generator(nn.Module):
       and ``jax.grad`` work. A generator needing uniforms uses ``jax.scipy.special.ndtr(noise)``.
       A binary node thresholds one noise, ``x = 1{Phi(noise[0]) < P(x = 1 | c)}`` with ``P``
       from ``log_prob``, as the built-in ones do: the sensitivity analysis reads ``-noise[0]``
-      as the node's latent normal score (:func:`latent_moments`).
+      as the node's latent normal score (:func:`latent_moments`). A count node inverts its
+      CDF at one noise, ``x = min{k : F(k | c) >= Phi(noise[0])}`` (a non-negative integer as a
+      float), as :mod:`dcma_jax.generators.count` does.
     * ``loss(x, context) -> scalar``: the per-example training loss. Defaults to
       ``-log_prob(x, context)``; generators without a density (diffusion) override it.
-    * ``log_prob(x, context) -> scalar`` (optional): log-density (or log-mass for binary nodes).
+    * ``log_prob(x, context) -> scalar`` (optional): log-density (or log-mass for binary and
+      count nodes).
     * ``inverse(x, context) -> noise`` (optional): the map back to noise, where it exists; for a
       continuous one-dimensional node this is the conditional normal score
       ``Phi^-1(F(x | context))``.
@@ -78,6 +81,8 @@ class Generator(nn.Module):
       ``cdf = Phi(inverse(x))`` (``jax.scipy.special.ndtr``) for a continuous generator of one
       noise that overrides ``inverse``; any other generator without its own ``cdf`` raises
       ``NotImplementedError``. Must satisfy ``d cdf / dx = exp(log_prob)`` where both exist.
+      A count node's is the right-continuous ``P(X <= floor(x) | c)``, whose jumps are
+      ``exp(log_prob)``.
     * ``law(context) -> distrax.Distribution | None`` (optional): the conditional law at one
       context, built from distrax's parts (``distrax.Normal``, ``MixtureSameFamily``, a
       ``Transformed`` with a bijector, ``Bernoulli``), with scalar events. The default, ``None``,
@@ -102,7 +107,8 @@ class Generator(nn.Module):
     Class attributes a subclass sets:
 
     * ``registry_name``: the name users pick it by (``None``: not registered).
-    * ``kinds``: the node kinds it models, a subset of ``("continuous", "binary")``.
+    * ``kinds``: the node kinds it models, a subset of :data:`NODE_KINDS`
+      (``("continuous", "binary", "count")``).
     * ``noise_dim``: the size of the standard normal noise one sample consumes.
     * ``rng_stream`` (optional): the name of a linen rng stream that ``loss`` draws from
       (``self.make_rng``); training then passes a fresh key a step and a fixed key for the
@@ -267,8 +273,8 @@ def registered_names() -> list[str]:
 def generator_class(name: str, kind: str) -> type[Generator]:
     """Looks up the generator class registered as ``name`` for nodes of ``kind``.
 
-    A family without a model for binary nodes falls back to the ``mdn`` family's Bernoulli
-    network, so that every name can be used for every node.
+    A family without a model for binary (count) nodes falls back to the ``mdn`` family's
+    Bernoulli (negative-binomial) network, so that every name can be used for every node.
 
     Raises:
       ValueError: if ``name`` is not registered.
@@ -277,8 +283,8 @@ def generator_class(name: str, kind: str) -> type[Generator]:
         return _REGISTRY[(name, kind)]
     if name not in registered_names():
         raise ValueError(f"unknown generator {name!r}; available: {', '.join(registered_names())}")
-    if kind == "binary" and ("mdn", "binary") in _REGISTRY:
-        return _REGISTRY[("mdn", "binary")]
+    if kind in ("binary", "count") and ("mdn", kind) in _REGISTRY:
+        return _REGISTRY[("mdn", kind)]
     raise ValueError(f"generator {name!r} cannot model a {kind} node")
 
 

@@ -391,7 +391,7 @@ def _host_design(context: Any, weights: Any) -> tuple[np.ndarray, np.ndarray, An
 
 
 def rank_problem(generator: Generator, context: Any, weights: Any, columns: Columns) -> str | None:
-    """Why a linear generator's design is rank deficient, naming the columns; ``None`` if not.
+    """Why a regression's design is rank deficient, naming the columns; ``None`` if not.
 
     The host-side twin of the closed forms' rank check, on concrete arrays: the design
     ``[1, context]`` (intercept first) with rows scaled by ``sqrt(w)`` and columns to unit
@@ -399,10 +399,12 @@ def rank_problem(generator: Generator, context: Any, weights: Any, columns: Colu
     it, with the tolerance of the fit's dtype (:data:`RANK_EPS_FACTOR`). The first column
     below it is a combination of earlier ones; the earlier context columns with a weight of
     at least ``1e-3`` of the largest in that combination are named with it. A column that is
-    a multiple of the intercept alone is constant. Other generators: ``None``.
+    a multiple of the intercept alone is constant. For the generators whose fit is a
+    regression on ``[1, context]`` (the linear ones, ``NegativeBinomialGLM``): they call it
+    from their ``fit_problem``.
 
     Args:
-      generator: the node's generator.
+      generator: the node's generator (named in the message).
       context: ``(n, c)`` context the fit sees (its dtype sets the tolerance).
       weights: ``(n,)`` observation weights.
       columns: ``(role, name)`` of each context column.
@@ -411,8 +413,6 @@ def rank_problem(generator: Generator, context: Any, weights: Any, columns: Colu
       One line, e.g. ``"covariates 'X1' and 'X2' are collinear (the design of LinearGaussian
       is rank deficient); drop one"``, or ``None``.
     """
-    if not isinstance(generator, LinearGaussian | BinaryGLM):
-        return None
     design, w, dtype = _host_design(context, weights)
     scaled = design * np.sqrt(np.maximum(w, 0.0))[:, None]
     norm = np.linalg.norm(scaled, axis=0)
