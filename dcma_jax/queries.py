@@ -343,11 +343,15 @@ def build_estimands(
 
 
 def default_cdf_points(data: MediationData) -> tuple[float, ...]:
-    """Observed outcome quartiles (original units, 4 significant digits); ``(0,)`` if binary."""
+    """Observed outcome quartiles (original units, 4 significant digits); ``(0,)`` if binary.
+
+    A count outcome's quartiles often coincide (``(1, 1, 2)``); each is kept once.
+    """
     if data.outcome_var.kind == "binary":
         return (0.0,)
     observed = data.outcome_var.decode(data.outcome)
-    return tuple(float(f"{q:.4g}") for q in np.quantile(observed, (0.25, 0.5, 0.75)))
+    points = tuple(float(f"{q:.4g}") for q in np.quantile(observed, (0.25, 0.5, 0.75)))
+    return tuple(dict.fromkeys(points)) if data.outcome_var.kind == "count" else points
 
 
 # --------------------------------------------------------------------------------------------
