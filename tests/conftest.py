@@ -1,6 +1,9 @@
 """Shared fixtures. Compilation dominates test time on CPU, so tests share shapes and configs."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +14,27 @@ import pytest
 os.environ["DCMA_COMPILATION_CACHE"] = "0"
 
 import dcma_jax as dj
+
+
+def _use_a_compilation_cache_for_this_run() -> None:
+    """Points JAX's persistent compilation cache at a fresh folder, removed at exit.
+
+    The suite recompiles the same programs many times: a program compiled in one test file is
+    compiled again in the next after ``_release_compiled_programs`` drops it, and tests of one
+    file rebuild identical fits. With the cache a recompilation is a load from disk. Measured
+    on test_fitted, test_effects, test_generators and test_simulate in one process, from an
+    empty folder: 254 s of CPU against 329 s without (-23 %). The folder starts empty every
+    run, so no run reuses another's programs. ``DCMA_TEST_COMPILATION_CACHE=0`` turns it off.
+    """
+    if os.environ.get("DCMA_TEST_COMPILATION_CACHE", "1") == "0":
+        return
+    folder = tempfile.mkdtemp(prefix="dcma-test-xla-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
+
+
+_use_a_compilation_cache_for_this_run()
 
 # One short training configuration for every neural fit in the default suite: identical static
 # configs share one compiled training loop across test files.
