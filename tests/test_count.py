@@ -24,12 +24,12 @@ from dcma_jax.errors import ArgumentError
 from dcma_jax.generators import (
     NegativeBinomialGLM,
     NegativeBinomialMLP,
-    apply_batched,
     generator_class,
-    init_params,
 )
 from dcma_jax.generators import count as nb
 from dcma_jax.model import build_model, node_data
+from dcma_jax.queries import default_cdf_points
+from dcma_jax.robust import invert_cdf, outcome_grid
 from dcma_jax.selection import _scores, choose, node_crps
 from dcma_jax.sensitivity import SensitivityError
 from dcma_jax.training import fit_generator
@@ -82,39 +82,31 @@ def test_quantile_is_the_smallest_count_whose_cdf_reaches_u():
 
 
 def test_search_stops_in_the_tail_and_refuses_to_truncate_at_max_count():
-    law = jax.jit(jax.vmap(lambda z, mu: nb.quantile(ndtr(z), jnp.log(mu), 0.0, 50)))
+    # float32, max_count = 512 (one compiled search for this test and the next).
+    z = jnp.asarray([0.0, 8.0, 40.0, -5.0, 0.0], jnp.float32)
+    mu = jnp.asarray([3.0, 3.0, 3.0, 600.0, 600.0], jnp.float32)
+    got = np.asarray(_quantiles(ndtr(z), jnp.log(mu), jnp.zeros(5), 512))
     # Phi(8) is 1 in float32: the search stops where the mass above is provably < 1e-7
     # (Poisson(3): P(X > 15) = 1.2e-8), not at max_count.
-    got = np.asarray(law(jnp.asarray([0.0, 8.0, 40.0]), jnp.asarray([3.0, 3.0, 3.0])))
     assert got[0] == 3.0 and 10.0 <= got[1] == got[2] <= 17.0
     assert scipy.stats.poisson(3.0).sf(got[1]) < nb.TAIL_MASS
-    # A law with more than 1e-7 of its mass above max_count = 50 draws NaN there, not 50.
-    got = np.asarray(law(jnp.asarray([-1.0, 0.0, 3.0]), jnp.asarray([45.0, 45.0, 45.0])))
-    assert got[0] < 50.0 and got[1] == 45.0 and np.isnan(got[2])
+    # Poisson(600) has more than 1e-7 of its mass above 512: a draw that gets there is NaN.
+    assert got[3] == scipy.stats.poisson(600.0).ppf(ndtr(-5.0)) and np.isnan(got[4])
     assert nb.count_cap([0, 3, 7]) == 128 and nb.count_cap([2, 40]) == 512
 
 
 def test_samples_reproduce_the_pmf():
-    # 100,000 draws by inversion against the exact pmf (Pearson's chi-square, cells of
-    # expected size >= 5, the rest pooled); alpha = 1e-3 at a fixed key.
-    module = NegativeBinomialGLM(max_count=1000)
-    noise = jax.random.normal(jax.random.key(3), (100_000, 1))
-    context = jnp.zeros((100_000, 1))
-    draw = jax.jit(lambda v: apply_batched(module, "sample", v, noise, context))
-    for log_mu, alpha in ((np.log(4.0), 0.0), (np.log(4.0), 0.7)):
-        variables = {
-            "params": {
-                "linear": {"kernel": jnp.zeros((1, 1)), "bias": jnp.asarray([log_mu], jnp.float32)},
-                "dispersion": jnp.asarray(alpha, jnp.float32),
-            }
-        }
-        x = np.asarray(draw(variables))[:, 0]
+    # 40,000 float32 draws by inversion against the exact pmf (Pearson's chi-square, cells of
+    # expected size >= 5, the rest pooled) at test level 1e-3, fixed key.
+    u = ndtr(jax.random.normal(jax.random.key(3), (40_000,)))
+    for alpha in (0.0, 0.7):
+        x = np.asarray(_quantiles(u, jnp.full(u.shape, np.log(4.0)), jnp.full(u.shape, alpha), 512))
         assert np.all(x == np.round(x)) and x.min() >= 0
         x = x.astype(int)
         ks = np.arange(x.max() + 1)
         pmf = np.exp([_reference_log_pmf(k, 4.0, alpha) for k in ks])
-        observed, expected = np.bincount(x, minlength=ks.size), 100_000 * pmf
-        expected[-1] += 100_000 * (1.0 - pmf.sum())
+        observed, expected = np.bincount(x, minlength=ks.size), 40_000 * pmf
+        expected[-1] += 40_000 * (1.0 - pmf.sum())
         keep = expected >= 5
         cells = (np.append(observed[keep], observed[~keep].sum()),)
         cells += (np.append(expected[keep], expected[~keep].sum()),)
@@ -402,16 +394,38 @@ def test_every_family_models_a_count_node_and_auto_compares_them():
     model = build_model(data, {"M1": NegativeBinomialMLP(hidden=(16,)), "Y": "linear"})
     rows, weights = node_data(model, data), jnp.ones(data.n)
     network = model.generators[0]
-    # The warm start is the NB2 regression (alpha floored at 1e-4, a Poisson law here).
-    init = jax.jit(init_params, static_argnums=(0, 2))(network, jax.random.key(0), 2)
-    started = jax.jit(network.warm_start)(init, *rows[0], weights)["params"]
-    coef, alpha = _glm_fit(rows[0][1], m, np.ones(m.size))
-    np.testing.assert_allclose(started["baseline"]["kernel"][:, 0], coef[1:], rtol=1e-5)
-    np.testing.assert_allclose(started["baseline"]["bias"], coef[:1], rtol=1e-5)
-    np.testing.assert_allclose(started["log_dispersion"], np.log(max(alpha, 1e-4)), rtol=1e-5)
+    # The warm start: the Poisson regression of the mean (the slopes' ridge, 1e-3 n against a
+    # Fisher information of about 3 n, shrinks them by ~3e-4) and the moment dispersion.
+    started = jax.jit(network.warm_start)({"params": {}}, *rows[0], weights)["params"]
+    design = sm.add_constant(np.asarray(rows[0][1], np.float64))  # (A, X standardised)
+    poisson = sm.GLM(m, design, family=sm.families.Poisson()).fit(tol=1e-12)
+    np.testing.assert_allclose(started["baseline"]["kernel"][:, 0], poisson.params[1:], atol=1e-3)
+    np.testing.assert_allclose(started["baseline"]["bias"], poisson.params[:1], atol=1e-3)
+    moment = np.sum((m - poisson.mu) ** 2 - m) / np.sum(poisson.mu**2)
+    np.testing.assert_allclose(started["log_dispersion"], np.log(max(moment, 1e-4)), atol=1e-2)
     # Selection on the count node: both candidates fit and are scored by held-out CRPS; on
     # Poisson-linear data the one-SE rule keeps the GLM.
     candidates = [MODEL["M1"], network]
     held, crps = node_crps(candidates, "count", FAST, jax.random.key(2), *rows[0], weights)
     assert crps.shape == (2, held.size) and np.all(np.isfinite(crps))
     assert choose(_scores(("linear", "mdn"), crps, np.ones(held.size))) == "linear"
+
+
+def test_a_count_outcome_reads_its_cdf_and_quantiles_at_counts():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 2, 200)
+    data = dj.MediationData.from_arrays(
+        treatment=a,
+        mediators=rng.normal(size=200),
+        outcome=rng.poisson(1.0 + a),
+        types={"Y": "count"},
+    )
+    points = default_cdf_points(data)
+    assert len(set(points)) == len(points) and all(p == round(p) for p in points)
+    grid = outcome_grid(data, np.array([3.0, 17.0]))
+    np.testing.assert_array_equal(grid, np.arange(18.0))
+    # The one-step quantile of a step CDF is the first count where it reaches the level.
+    cdf = np.minimum(np.arange(18.0) / 4.0, 1.0)  # F(0) = 0, F(1) = 0.25, ..., F(4) = 1
+    np.testing.assert_array_equal(
+        invert_cdf(grid, cdf, np.array([0.2, 0.25, 0.6]), True), [1, 1, 3]
+    )

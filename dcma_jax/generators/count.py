@@ -54,7 +54,7 @@ from dcma_jax.generators.linear import (
     _weighted_least_squares,
     rank_problem,
 )
-from dcma_jax.generators.networks import MLP
+from dcma_jax.generators.networks import MLP, with_count_baseline
 
 #: Largest count a float32 holds exactly (every integer up to 2^24 is representable).
 MAX_EXACT_COUNT = 2**24
@@ -69,9 +69,11 @@ CAP_MIN = 128
 NB_MAX_ITERATIONS = 100
 #: Step halvings of one dispersion update tried before it is given up (the iterate stays).
 _HALVINGS = 30
-#: ``log(1 + x) / x - 1`` by its power series below this ``x`` (truncation < 0.1^18 / 19).
+#: ``log(1 + x) / x - 1`` by its power series below this ``x``: 17 terms in float64
+#: (truncation < 0.1^18 / 19), 8 in float32 (0.1^9 / 10, below its rounding of ``M ~ x / 2``).
 _SERIES_BELOW = 0.1
 _SERIES_TERMS = 17
+_SERIES_TERMS_32 = 8
 #: ``lgamma`` differences by Stirling's series where ``1 / alpha`` is at least this large.
 _STIRLING_FROM = 10.0
 
@@ -93,7 +95,8 @@ def _log1p_over_x_minus_one(x: jax.Array) -> jax.Array:
     small = x < _SERIES_BELOW
     xs = jnp.where(small, x, 0.0)
     acc = jnp.zeros_like(xs)
-    for n in range(_SERIES_TERMS, 0, -1):
+    terms = _SERIES_TERMS if x.dtype == jnp.float64 else _SERIES_TERMS_32
+    for n in range(terms, 0, -1):
         acc = acc * xs + (-1.0) ** n / (n + 1)
     xb = jnp.where(small, 1.0, x)
     return jnp.where(small, acc * xs, jnp.log1p(xb) / xb - 1.0)
@@ -455,17 +458,14 @@ class NegativeBinomialGLM(_CountGenerator):
         return _nan_unless(result.ok, variables)
 
 
-#: The smallest dispersion the network's log-dispersion starts from (a Poisson fit has 0).
-_MIN_START_DISPERSION = 1e-4
-
-
 class NegativeBinomialMLP(_CountGenerator):
     r"""NB2 law with ``log mu(c) = b + c' beta + g_1(c)`` and ``log alpha(c) = s + g_2(c)``.
 
     ``g = MLP(c)`` is a network correction to a negative-binomial regression: training starts
-    from :class:`NegativeBinomialGLM`'s fit (``b``, ``beta``, ``s = log alpha``; see
-    :meth:`warm_start`), as the Bernoulli network starts from the logistic fit, so that early
-    stopping shrinks towards the GLM. ``max_count`` as for the GLM.
+    from that regression (``b``, ``beta`` of a Poisson fit of the mean, ``s`` the log of the
+    moment dispersion, floored at ``1e-4``; see :meth:`warm_start`), as the Bernoulli network
+    starts from a penalised logistic fit, so that early stopping shrinks towards the linear
+    model. ``max_count`` as for the GLM.
     """
 
     registry_name: ClassVar[str] = "mdn"
@@ -487,15 +487,10 @@ class NegativeBinomialMLP(_CountGenerator):
     def warm_start(
         self, variables: Any, x: jax.Array, context: jax.Array, weights: jax.Array
     ) -> Any:
-        """Starts the linear part and ``s`` at the NB2 regression (where that fit converged).
+        """Starts at a Poisson regression and the moment dispersion (``with_count_baseline``).
 
-        ``alpha`` starts at no less than ``1e-4`` (``s`` finite), a Poisson law for any mean
-        below thousands.
+        A penalised Newton fit of fixed length, not the GLM's exact one: the network refines it,
+        and the exact fit's safeguarded loop would cost its compilation again in every training
+        program.
         """
-        fit = fit_negative_binomial(context, x, weights)
-        params = variables["params"]
-        baseline = {"kernel": fit.coef[:-1, None], "bias": fit.coef[-1:]}
-        log_alpha = jnp.log(jnp.maximum(fit.dispersion, _MIN_START_DISPERSION))
-        started = {**params, "baseline": baseline, "log_dispersion": log_alpha}
-        chosen = jax.tree.map(lambda a, b: jnp.where(fit.ok, a, b), started, params)
-        return {**variables, "params": chosen}
+        return with_count_baseline(variables, x, context, weights)
