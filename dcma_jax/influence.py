@@ -230,10 +230,17 @@ def influence(
     pad = 0.1 * (high - low)
     grid = jnp.linspace(low - pad, high + pad, DISTANCE_GRID, dtype=dtype)
 
-    def theta(params, w):
+    def arm_means(params, w):
+        # A binary outcome's draws are thresholds, flat in the outcome model's parameters: its
+        # arm means are read as 1 - F(0) from the smooth CDFs, P(Y = 1 | a, m, x) averaged.
+        if binary:
+            return 1.0 - cdfs(params=params, weights=w, t=jnp.zeros((n_arms, 1), dtype))[:, 0]
         outcome = simulate_rows(model, params, key, covariates, arms, draws_per_row)
         row_means = jnp.mean(outcome, axis=2) * scale + center  # (n_arms, n)
-        means = _mean_effects(layout, row_means @ (w / jnp.sum(w)))
+        return row_means @ (w / jnp.sum(w))
+
+    def theta(params, w):
+        means = _mean_effects(layout, arm_means(params, w))
         by_point = cdfs(
             params=params, weights=w, t=jnp.broadcast_to(points, (n_arms,) + points.shape)
         )
