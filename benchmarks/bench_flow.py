@@ -159,8 +159,8 @@ def compare_with_flowjax(repeats: int) -> None:
         fj, eqx.is_inexact_array, is_leaf=lambda leaf: isinstance(leaf, paramax.NonTrainable)
     )
     ours = {
-        "ours (shared MLP)": SplineFlow(),
-        "ours (MLP a layer)": SplineFlow(shared_conditioner=False),
+        "ours (shared MLP)": SplineFlow(num_layers=LAYERS),
+        "ours (MLP a layer)": SplineFlow(num_layers=LAYERS, shared_conditioner=False),
     }
     our_vars = {
         name: perturbed(init_params(flow, jax.random.key(0), context_dim), 1)
@@ -259,7 +259,7 @@ def bench_simulate(sizes_flow, sizes_diffusion, gflops_matmul: float, repeats: i
         "draws/s counts outcome draws over all arms")
     say(f"{'generator':<22} {'draws/arm':>10} {'time s':>8} {'draws/s':>11} {'GFLOP/s':>8} "
         f"{'% matmul':>8} {'peak MiB':>9} {'+MiB':>6}")
-    rows = [(f"flow L={LAYERS} w={WIDTH}", SplineFlow(), n) for n in sizes_flow]
+    rows = [(f"flow L={LAYERS} w={WIDTH}", SplineFlow(num_layers=LAYERS), n) for n in sizes_flow]
     rows += [(f"diffusion {Diffusion().num_steps} steps", Diffusion(), n) for n in sizes_diffusion]
     for label, generator, n in rows:
         model, params = mediation_model(generator)
@@ -294,7 +294,7 @@ def bench_training_steps(repeats: int) -> None:
     context = jnp.asarray(rng.standard_normal((n, 3)), jnp.float32)
     x = jnp.asarray(rng.standard_normal((n, 1)), jnp.float32)
     weights = jnp.ones(n)
-    for label, generator in (("flow", SplineFlow()), ("diffusion", Diffusion())):
+    for label, generator in (("flow", SplineFlow(num_layers=LAYERS)), ("diffusion", Diffusion())):
         config = TrainConfig(max_epochs=5, patience=100, batch_size=TRAIN_BATCH, val_fraction=0.2)
         steps = 5 * ((n - int(round(0.2 * n))) // TRAIN_BATCH)
         t = median_time(lambda key, g=generator, c=config: fit_generator(
