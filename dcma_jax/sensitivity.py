@@ -21,8 +21,9 @@ which crosses zero at ``rho = rt``, the correlation of the residuals of ``M ~ A 
 ``Y ~ A + X`` (tested). A binary outcome enters through its latent threshold: the Bernoulli
 generators draw ``1{u < Phi^-1(p)}``, a probit latent with normal score ``u``. A count outcome
 enters the same way through its latent score: the count generators draw ``F^-1(Phi(u))``,
-increasing in ``u``; its draws are integer steps in ``rho``, so its curve's
-``d_estimate_d_rho`` is NaN (breakpoints are found by bisection). A count mediator is refused:
+increasing in ``u``. Binary and count draws are steps in ``rho``, so their pathwise derivative
+is 0, not the curve's slope: for these outcomes ``d_estimate_d_rho`` is NaN (breakpoints are
+found by bisection). A count mediator is refused:
 its normal score is no function of its value, and no latent-score reading is implemented for
 it.
 
@@ -595,8 +596,9 @@ def sensitivity(
         projection=projection,
     )
     values, slopes = np.asarray(values, np.float64), np.asarray(slopes, np.float64)
-    if model.graph.outcome.kind == "count":
-        # Integer draws are steps in rho: their pathwise derivative (0) is not the slope.
+    if model.graph.outcome.kind in ("binary", "count"):
+        # Threshold and integer draws are steps in rho: their pathwise derivative (0) is not
+        # the slope of the curve.
         slopes = np.full_like(slopes, np.nan)
     low = high = None
     b_static = dict(static, num_draws=bootstrap_draws or num_draws)

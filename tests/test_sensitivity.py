@@ -534,6 +534,8 @@ def test_probit_outcome_curve_is_the_medsens_port():
     result = fitted.sensitivity(
         rho_grid=BINARY_GRID, num_draws=BINARY_DRAWS, quantiles=(), cdf_points=(), distances=()
     )
+    # Threshold draws are flat in rho: no pathwise slope is reported (it would read 0).
+    assert result.curve.d_estimate_d_rho.isna().all()
     grid = np.asarray(BINARY_GRID)
     port = medsens_binary_outcome(y, m, t, x, grid, sims=None, rho12="intended")
     for effect, acme in (("NIE_control", port.d0), ("NIE_treated", port.d1)):
