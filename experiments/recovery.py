@@ -281,7 +281,7 @@ def append_rows(raw_path: Path, table: pd.DataFrame) -> None:
 def _done(raw_path: Path) -> set[tuple]:
     if not raw_path.exists():
         return set()
-    raw = pd.read_csv(raw_path)
+    raw = pd.read_csv(raw_path, low_memory=False)  # low_memory: "choice" is NaN but for auto
     return set(map(tuple, raw[KEY].drop_duplicates().itertuples(index=False)))
 
 
@@ -344,7 +344,7 @@ def main() -> None:
                         table = run_cell(name, family, n, seed, spec, args.bootstrap, args.draws)
                         append_rows(raw_path, table)
                         print(f"{name} {family} n={n} seed={seed}: {table.seconds.iloc[0]} s")
-    raw = pd.read_csv(raw_path)
+    raw = pd.read_csv(raw_path, low_memory=False)  # low_memory: "choice" is NaN but for auto
     text = report(raw, _truth_table(list(raw.study.unique())), raw_path.name)
     out = Path(args.out)
     out.write_text(text)
