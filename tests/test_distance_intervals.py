@@ -107,6 +107,7 @@ QUERY = dict(num_draws=8000, bootstrap_draws=2000, quantiles=(), cdf_points=())
 DISTANCES = ("wasserstein", "energy", "ks")
 
 
+@pytest.mark.slow  # suite time (CI about 10 min): 14 s
 def test_effects_records_the_rules_and_the_distance_draws():
     fitted = dj.fit(_data(0, ROWS, 0.0), generators="linear", bootstrap=BOOT, seed=0)
     meta = fitted.effects(**QUERY).meta
@@ -150,6 +151,7 @@ def test_a_clear_distance_is_not_reported_as_possibly_zero():
         assert 0.0 < nie.loc[name, "ci_low"] < nie.loc[name, "estimate"], name
 
 
+@pytest.mark.slow  # suite time (CI about 10 min): 8 s
 def test_experiment_runs_quick(tmp_path, monkeypatch, capsys):
     path = "experiments/distance_intervals.py"
     monkeypatch.setattr(sys, "argv", [path, "--quick", "--out", str(tmp_path / "table.md")])

@@ -1,4 +1,8 @@
-"""Experiments cannot rot: each runs end to end with its tiny --quick settings."""
+"""Experiments run end to end with their tiny --quick settings.
+
+The smoke runs of custom_generator, sensitivity, framing and recovery (13-21 s each) are
+slow-marked to keep the default suite near 10 minutes: run them with ``scripts/test.sh --slow``.
+"""
 
 import runpy
 import sys
@@ -12,6 +16,7 @@ EXPERIMENTS = [
 ]
 
 
+@pytest.mark.slow  # suite time (CI about 10 min): 13-21 s each
 @pytest.mark.parametrize("path", EXPERIMENTS)
 def test_experiment_runs_quick(path, tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend("experiments")  # as `python experiments/x.py` has it: _common
@@ -24,6 +29,7 @@ def test_experiment_runs_quick(path, tmp_path, monkeypatch, capsys):
     assert "NIE_treated" in out
 
 
+@pytest.mark.slow  # suite time (CI about 10 min): 18 s
 def test_recovery_runs_quick(tmp_path, monkeypatch):
     out, raw = tmp_path / "recovery.md", tmp_path / "raw.csv"
     argv = ["experiments/recovery.py", "--quick", "--out", str(out), "--raw", str(raw)]

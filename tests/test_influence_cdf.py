@@ -40,6 +40,7 @@ def tables(fitted):
     return merged.rename(columns={"estimate_x": "ij", "estimate_y": "plugin"}), u
 
 
+@pytest.mark.slow  # the B = 150 fixture: 41 s of the suite
 def test_influences_sum_to_zero(tables):
     # Scaling every weight changes nothing, so sum_i U_i = 0 -- up to the outcome scale's
     # degrees-of-freedom correction n / (n - p), which the CDF rows (unlike the means) read:
@@ -52,6 +53,7 @@ def test_influences_sum_to_zero(tables):
     assert np.all(np.abs(u[~means].sum(axis=1)) <= 3 / N * size[~means])
 
 
+@pytest.mark.slow  # the B = 150 fixture: 41 s of the suite
 def test_quantile_rows_equal_the_mean_rows_in_a_shift_model(tables):
     table, u = tables
     for effect in EFFECTS:
@@ -61,6 +63,7 @@ def test_quantile_rows_equal_the_mean_rows_in_a_shift_model(tables):
             np.testing.assert_allclose(u[i], u[mean], atol=1e-3 * np.abs(u[mean]).max())
 
 
+@pytest.mark.slow  # the B = 150 fixture: 41 s of the suite
 def test_wasserstein_rows_equal_the_absolute_mean_rows_in_a_shift_model(tables):
     # W1 between two laws that differ by a shift is the shift's size, with its influence.
     table, u = tables
@@ -71,6 +74,7 @@ def test_wasserstein_rows_equal_the_absolute_mean_rows_in_a_shift_model(tables):
         assert table.ij_se[w1] == pytest.approx(table.ij_se[mean], rel=2e-3)
 
 
+@pytest.mark.slow  # the B = 150 fixture
 @pytest.mark.parametrize("functional", ["cdf", "energy", "ks"])
 def test_ij_errors_agree_with_the_bootstrap(tables, functional):
     # The bootstrap SD (the 95% interval's width / 3.92) from B = 150 replicates has a relative
@@ -96,6 +100,7 @@ def test_binary_outcome_mean_errors_agree_with_the_bootstrap():
     np.testing.assert_allclose(rows.estimate_x, rows.estimate_y, atol=4 * np.sqrt(0.5 / DRAWS))
 
 
+@pytest.mark.slow  # the B = 150 fixture: 41 s of the suite
 def test_smooth_cdf_estimates_equal_the_draws_share(tables):
     # The smooth mixture CDF and the plug-in's share of DRAWS draws below t estimate the same
     # number; the share's Monte Carlo SD is at most sqrt(0.25 / DRAWS) per arm.

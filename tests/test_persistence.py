@@ -242,6 +242,7 @@ def test_fit_then_effects_prints_what_run_prints(tmp_path, capsys, monkeypatch):
     assert "Bootstrap: 3 replicates in blocks of 2" in info and "LinearGaussian" in info
 
 
+@pytest.mark.slow  # suite time (CI about 10 min): 28 s
 def test_ctrl_c_during_a_fit_exits_130_and_a_rerun_resumes(tmp_path):
     # A real process and a real SIGINT, during compilation or fitting of an mdn bootstrap.
     folder = tmp_path / "m"

@@ -92,12 +92,14 @@ def outcome_misspecified():
     return _z_scores("outcome_misspecified", ("density", "classifier"))
 
 
+@pytest.mark.slow  # suite time (CI about 10 min): the shared fixture fits 20 s
 def test_onestep_is_unbiased_where_the_outcome_model_is_wrong(outcome_misspecified):
     # Y has A x M and M^2 terms the linear outcome model lacks; the mediator model and the
     # logistic propensity are right, so the one-step estimator stays consistent.
     _check_unbiased(outcome_misspecified["density"])
 
 
+@pytest.mark.slow  # the same fixture
 def test_plugin_is_biased_there(outcome_misspecified):
     # The same fits' plug-in misses NDE_control's mean by several SEs (z about +2 to +4 per
     # data set at n = 1500): the SCM does separate the two estimators.
@@ -105,6 +107,7 @@ def test_plugin_is_biased_there(outcome_misspecified):
     assert plugin.mean() > MEAN_Z, plugin
 
 
+@pytest.mark.slow  # the same fixture
 def test_classifier_density_ratio_is_unbiased_too(outcome_misspecified):
     # The same fits with the mediator density ratio from the classifier of A on (M, X),
     # which is logistic-linear here: Bayes' rule must give an unbiased estimator as well.
@@ -121,6 +124,7 @@ def test_onestep_is_unbiased_with_a_binary_mediator():
     assert plugin.mean() < -MEAN_Z, plugin
 
 
+@pytest.mark.slow  # suite time (CI about 10 min): 16 s
 def test_onestep_is_unbiased_on_the_linear_scm():
     _check_unbiased(_z_scores("linear")["auto"])
 
@@ -332,6 +336,7 @@ def test_cli_fit_then_onestep_effects(tmp_path, capsys):
     assert meta["estimator"] == "onestep" and meta["crossfit_folds"] == 3
 
 
+@pytest.mark.slow  # suite time (CI about 10 min): 10 s
 def test_bootstrap_of_the_whole_onestep_estimator(tmp_path):
     # Every resample cross-fitted again: percentile intervals whose width matches the
     # influence-function interval's; with B = 30 the bootstrap SD has a relative SE of

@@ -110,6 +110,7 @@ def test_r_squared_of_linear_models_is_close_to_ols(study):
     assert result.meta["r2_outcome"] == pytest.approx(r2_y, abs=0.01)
 
 
+@pytest.mark.slow  # suite time (CI about 10 min): 18 s
 def test_bands_and_ci_breakpoints_from_the_stored_replicates(study):
     data, _, ols = study
     fitted = dj.fit(data, generators="linear", bootstrap=8, seed=2)
@@ -241,7 +242,7 @@ def _confounded(binary_outcome: bool, seed: int = 0, binary_mediator: bool = Fal
     "generators, binary, binary_mediator",
     [
         ({"M": "linear", "Y": "linear"}, False, False),
-        ({"M": "mdn", "Y": "linear"}, False, False),
+        pytest.param({"M": "mdn", "Y": "linear"}, False, False, marks=pytest.mark.slow),  # 20 s
         ({"M": "linear", "Y": "linear"}, True, False),  # probit outcome: latent threshold
         ({"M": "linear", "Y": "linear"}, False, True),  # probit mediator: latent score
     ],
