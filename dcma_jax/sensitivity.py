@@ -23,9 +23,8 @@ generators draw ``1{u < Phi^-1(p)}``, a probit latent with normal score ``u``. A
 enters the same way through its latent score: the count generators draw ``F^-1(Phi(u))``,
 increasing in ``u``. Binary and count draws are steps in ``rho``, so their pathwise derivative
 is 0, not the curve's slope: for these outcomes ``d_estimate_d_rho`` is NaN (breakpoints are
-found by bisection). A count mediator is refused:
-its normal score is no function of its value, and no latent-score reading is implemented for
-it.
+found by bisection). A count mediator is refused: its normal score is no function of its
+value, and no latent-score reading is implemented for it.
 
 Binary mediators enter through their latent normal score. Every binary generator draws
 ``m = 1{Phi(z) < p(c)}``, i.e. ``m = 1{mu(c) + e > 0}`` with ``e = -z ~ N(0, 1)`` and

@@ -254,7 +254,7 @@ def auto_versus_best(head: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     keys = ["study", "n", "group"]
     auto = head[head.family == "auto"].set_index(keys).rmse.rename("auto_rmse")
-    single = head[~head.family.isin(["auto"])]
+    single = head[head.family != "auto"]
     best = single.loc[single.groupby(keys).rmse.idxmin()].set_index(keys)
     out = pd.concat([auto, best.family.rename("best"), best.rmse.rename("best_rmse")], axis=1)
     out = out.dropna(subset=["auto_rmse", "best_rmse"])
