@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from recovery import _done, _level_key, _parse_list, _values, functionals, truths
+from recovery import _done, _level_key, _parse_list, _values, functionals, study_data, truths
 from scipy.stats import norm
 
 import dcma_jax as dj
@@ -178,16 +178,6 @@ def spec_of(study) -> dj.FunctionalSpec:
     return dj.FunctionalSpec(QUANTILES, functionals(study).cdf_points, ())
 
 
-def _data(study, seed: int, n: int) -> dj.MediationData:
-    return dj.MediationData.from_dataframe(
-        study.observational(seed, n),
-        treatment=study.treatment,
-        mediators=list(study.mediators),
-        outcome=study.outcome,
-        covariates=list(study.covariates),
-    )
-
-
 def _rows(result: dj.MediationResult) -> pd.DataFrame:
     table = result.summary()
     keep = ~table.effect.str.startswith("PM")
@@ -213,7 +203,7 @@ def _onestep_rows(result: dj.MediationResult, estimator: str) -> pd.DataFrame:
 def run_cell(name, family, n, seed, spec, bootstrap, draws, classifier) -> pd.DataFrame:
     """One data set: plug-in and one-step rows (and the classifier's, if asked)."""
     study = STUDIES[name]
-    data = _data(study, seed, n)
+    data = study_data(study, seed, n)
     started = time.perf_counter()
     fitted = dj.fit(data, generators=family, bootstrap=bootstrap, crossfit=FOLDS, seed=seed)
     fit_seconds = time.perf_counter() - started

@@ -47,7 +47,13 @@ from dcma_jax.generators.flow import SplineFlow  # noqa: E402
 from dcma_jax.model import build_model, node_data  # noqa: E402
 from dcma_jax.results import markdown_table  # noqa: E402
 from dcma_jax.training import _mean_loss, node_keys, split_rows  # noqa: E402
-from experiments.recovery import _level_key, _truth_table, append_rows, functionals  # noqa: E402
+from experiments.recovery import (  # noqa: E402
+    _level_key,
+    _truth_table,
+    append_rows,
+    functionals,
+    study_data,
+)
 
 N = 2000
 DRAWS = 20_000
@@ -145,14 +151,7 @@ VARIANTS: dict[str, Variant] = {
 
 
 def _data(name: str, seed: int, n: int = N) -> dj.MediationData:
-    study = RECOVERY_STUDIES[name]
-    return dj.MediationData.from_dataframe(
-        study.observational(seed, n),
-        treatment=study.treatment,
-        mediators=list(study.mediators),
-        outcome=study.outcome,
-        covariates=list(study.covariates),
-    )
+    return study_data(RECOVERY_STUDIES[name], seed, n)
 
 
 def _generators(data: dj.MediationData, variant: Variant) -> dict[str, object]:

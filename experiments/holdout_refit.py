@@ -33,7 +33,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pandas as pd
-from recovery import _done, _level_key, _parse_list, _values, functionals, truths
+from recovery import _done, _level_key, _parse_list, _values, functionals, study_data, truths
 
 import dcma_jax as dj
 from dcma_jax.datasets.recovery import RECOVERY_STUDIES
@@ -116,14 +116,7 @@ def refit_all_rows(fitted: dj.FittedMediation) -> dj.FittedMediation:
 
 def run_cell(name, family, n, seed, spec, draws) -> pd.DataFrame:
     """One data set: the effect rows of the hold-out fit and of the all-rows refit."""
-    study = RECOVERY_STUDIES[name]
-    data = dj.MediationData.from_dataframe(
-        study.observational(seed, n),
-        treatment=study.treatment,
-        mediators=list(study.mediators),
-        outcome=study.outcome,
-        covariates=list(study.covariates),
-    )
+    data = study_data(RECOVERY_STUDIES[name], seed, n)
     started = time.perf_counter()
     holdout = dj.fit(data, generators=family, seed=seed)
     jax.block_until_ready(holdout.params)

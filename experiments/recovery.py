@@ -59,17 +59,20 @@ def truths(study, spec: dj.FunctionalSpec) -> pd.DataFrame:
     )
 
 
-def run_cell(name, family, n, seed, spec, bootstrap, draws) -> pd.DataFrame:
-    """One data set of study ``name``: effect rows with 90/95 % intervals and overlap flags."""
-    study = RECOVERY_STUDIES[name]
-    frame = study.observational(seed, n)
-    data = dj.MediationData.from_dataframe(
-        frame,
+def study_data(study, seed: int, n: int) -> dj.MediationData:
+    """Data set ``seed`` of ``n`` rows drawn from ``study``, with its roles."""
+    return dj.MediationData.from_dataframe(
+        study.observational(seed, n),
         treatment=study.treatment,
         mediators=list(study.mediators),
         outcome=study.outcome,
         covariates=list(study.covariates),
     )
+
+
+def run_cell(name, family, n, seed, spec, bootstrap, draws) -> pd.DataFrame:
+    """One data set of study ``name``: effect rows with 90/95 % intervals and overlap flags."""
+    data = study_data(RECOVERY_STUDIES[name], seed, n)
     started = time.perf_counter()
     fitted = dj.fit(data, generators=family, bootstrap=bootstrap, seed=seed)
     fit_seconds = time.perf_counter() - started
