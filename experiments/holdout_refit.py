@@ -33,7 +33,16 @@ from pathlib import Path
 import jax
 import numpy as np
 import pandas as pd
-from recovery import _done, _level_key, _parse_list, _values, functionals, study_data, truths
+from recovery import (
+    _done,
+    _group,
+    _level_key,
+    _parse_list,
+    _values,
+    functionals,
+    study_data,
+    truths,
+)
 
 import dcma_jax as dj
 from dcma_jax.datasets.recovery import RECOVERY_STUDIES
@@ -147,10 +156,6 @@ def run_cell(name, family, n, seed, spec, draws) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
-def _group(functional: pd.Series) -> pd.Series:
-    return functional.replace({"wasserstein": "W1", "quantile": "quantiles"})
-
-
 def _errors(raw: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     """Raw rows with their truth and error."""
     raw = raw.assign(level_key=_level_key(raw))
@@ -159,7 +164,7 @@ def _errors(raw: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     if merged.truth.isna().any():
         missing = merged[merged.truth.isna()][["study", *ROW]].drop_duplicates()
         raise SystemExit(f"holdout_refit: no truth for rows {missing.to_dict('records')[:3]}")
-    return merged.assign(error=merged.estimate - merged.truth, group=_group(merged.functional))
+    return merged.assign(error=merged.estimate - merged.truth, group=_group(merged))
 
 
 def _paired(errors: pd.DataFrame, by: list[str]) -> pd.DataFrame:
