@@ -78,7 +78,7 @@ class FitReport:
       best_epochs: the epoch whose parameters the point fit kept (:class:`FitInfo`
         ``best_epoch``; 0 for closed forms); ``()`` in models saved before it was recorded.
       selection: with ``generators="auto"``, per node ``(node, chosen family, ((family,
-        held-out CRPS, its standard error against the lowest), ...))``
+        cross-validated CRPS, its standard error against the lowest), ...))``
         (:mod:`dcma_jax.selection`); ``()`` otherwise.
     """
 
@@ -263,9 +263,9 @@ def fit(
       data: validated :class:`MediationData`.
       generators: generator family name or instance for all nodes, or a mapping from node
         name to one (see :func:`dcma_jax.model.build_model`); ``"auto"``: per node, the first
-        family of :data:`dcma_jax.selection.DEFAULT_CANDIDATES` whose held-out CRPS is within
-        one standard error of the lowest, which fits each candidate once more per node
-        (:mod:`dcma_jax.selection`).
+        family of :data:`dcma_jax.selection.DEFAULT_CANDIDATES` whose 5-fold cross-validated
+        CRPS is within one standard error of the lowest, which fits each candidate 5 more
+        times per node (:mod:`dcma_jax.selection`).
       link: link of binary GLM nodes (``"logit"`` or ``"probit"``).
       parents: the mediators' causal structure: ``None``/``"chain"`` (every earlier mediator
         is a parent), ``"parallel"`` (none), or ``{"M2": ["M1"], ...}``.

@@ -58,6 +58,8 @@ from experiments.recovery import (  # noqa: E402
 N = 2000
 DRAWS = 20_000
 DEFAULT = dj.TrainConfig()
+# The flow variants run before reduce on plateau became flow's default keep the plain schedule.
+PLAIN = dataclasses.replace(DEFAULT, plateau_epochs=0)
 RAW = Path("experiments/results/flow_tuning_raw.csv")
 OUT = Path("experiments/results/flow_tuning.md")
 TUNING_SEEDS = range(10)
@@ -118,34 +120,50 @@ VARIANTS: dict[str, Variant] = {
         "SplineFlow(num_layers=4), default TrainConfig",
         SplineFlow(num_layers=4),
         SplineFlow(num_layers=4),
+        PLAIN,
     ),
     "patience50": Variant(
         "4 layers, patience 50",
         SplineFlow(num_layers=4),
         SplineFlow(num_layers=4),
-        dataclasses.replace(DEFAULT, patience=50),
+        dataclasses.replace(PLAIN, patience=50),
     ),
     "lr1e-3": Variant(
         "4 layers, learning rate 1e-3, patience 40",
         SplineFlow(num_layers=4),
         SplineFlow(num_layers=4),
-        dataclasses.replace(DEFAULT, learning_rate=1e-3, patience=40),
+        dataclasses.replace(PLAIN, learning_rate=1e-3, patience=40),
     ),
     "layers2": Variant(
-        "SplineFlow(num_layers=2)", SplineFlow(num_layers=2), SplineFlow(num_layers=2)
+        "SplineFlow(num_layers=2)", SplineFlow(num_layers=2), SplineFlow(num_layers=2), PLAIN
     ),
     "layers1": Variant(
-        "SplineFlow(num_layers=1)", SplineFlow(num_layers=1), SplineFlow(num_layers=1)
+        "SplineFlow(num_layers=1)", SplineFlow(num_layers=1), SplineFlow(num_layers=1), PLAIN
+    ),
+    "plateau": Variant(
+        "SplineFlow(num_layers=2), learning rate x0.3 and back to the best parameters every 4 "
+        "epochs without improvement (plateau_epochs=4)",
+        SplineFlow(num_layers=2),
+        SplineFlow(num_layers=2),
+        dataclasses.replace(DEFAULT, plateau_epochs=4),
+    ),
+    "mdn_plateau": Variant(
+        "mdn with plateau_epochs=4",
+        "mdn",
+        "mdn",
+        dataclasses.replace(DEFAULT, plateau_epochs=4),
     ),
     "hidden32": Variant(
         "4 layers, conditioner (32, 32) (NLL probe only)",
         SplineFlow(num_layers=4, hidden=(32, 32)),
         SplineFlow(num_layers=4, hidden=(32, 32)),
+        PLAIN,
     ),
     "layers2_hidden32": Variant(
         "2 layers, conditioner (32,) (NLL probe only)",
         SplineFlow(num_layers=2, hidden=(32,)),
         SplineFlow(num_layers=2, hidden=(32,)),
+        PLAIN,
     ),
 }
 

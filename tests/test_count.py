@@ -403,7 +403,7 @@ def test_every_family_models_a_count_node_and_auto_compares_them():
     np.testing.assert_allclose(started["baseline"]["bias"], poisson.params[:1], atol=1e-3)
     moment = np.sum((m - poisson.mu) ** 2 - m) / np.sum(poisson.mu**2)
     np.testing.assert_allclose(started["log_dispersion"], np.log(max(moment, 1e-4)), atol=1e-2)
-    # Selection on the count node: both candidates fit and are scored by held-out CRPS; on
+    # Selection on the count node: both candidates fit and are scored by cross-validated CRPS; on
     # Poisson-linear data the one-SE rule keeps the GLM.
     candidates = [MODEL["M1"], network]
     held, crps = node_crps(candidates, "count", FAST, jax.random.key(2), *rows[0], weights)

@@ -1,5 +1,6 @@
 """Training: determinism, vmapped bootstrap fits equal single fits, divergence is reported."""
 
+import dataclasses
 from typing import ClassVar
 
 import jax
@@ -9,7 +10,7 @@ import pytest
 from conftest import FAST
 
 import dcma_jax as dj
-from dcma_jax.generators import LinearGaussian, MixtureDensityNetwork
+from dcma_jax.generators import LinearGaussian, MixtureDensityNetwork, SplineFlow
 from dcma_jax.inference import bootstrap_counts
 from dcma_jax.model import Model, build_model, node_data
 from dcma_jax.training import fit_generator, fit_generator_replicates, fit_model
@@ -106,3 +107,38 @@ def test_divergence_names_the_node(default_data):
     model = Model(base.graph, (base.generators[0], _ExplodingGaussian()), base.num_covariates)
     with pytest.raises(dj.TrainingError, match="training of node 'Y' .*diverged"):
         fit_model(model, default_data, jax.random.key(0), FAST)
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, True])
+def test_bad_plateau_settings_are_refused(bad):
+    with pytest.raises(dj.ArgumentError, match="plateau_epochs must be None or a non-negative"):
+        dj.TrainConfig(plateau_epochs=bad)
+    with pytest.raises(dj.ArgumentError, match=r"plateau_factor must be in \(0, 1\)"):
+        dj.TrainConfig(plateau_factor=1.0)
+
+
+def test_plateau_epochs_none_is_the_familys_default(default_data):
+    # Reduce on plateau is flow's default (SplineFlow.plateau_epochs = 4) and off for mdn; an
+    # explicit setting overrides the family's. Early stopping ends a fit `patience` epochs after
+    # its best, so with patience <= plateau_epochs no plateau is ever reached: the same fit.
+    model = build_model(default_data, "flow")
+    x, c, w = _node(default_data, model, 0)
+    key = jax.random.key(5)
+
+    def fit(generator, **changes):
+        config = dataclasses.replace(FAST, **changes)
+        return fit_generator(generator, config, key, x, c, w)
+
+    flow, mdn = SplineFlow(), MixtureDensityNetwork()
+    assert flow.plateau_epochs == 4 and mdn.plateau_epochs == 0
+    for generator, default in ((flow, 4), (mdn, 0)):
+        (a, _), (b, _) = fit(generator), fit(generator, plateau_epochs=default)
+        jax.tree.map(np.testing.assert_array_equal, a, b)
+    longer = {"max_epochs": 60, "patience": 20}
+    (on, info), (off, _) = fit(flow, **longer), fit(flow, **longer, plateau_epochs=0)
+    assert int(info.epochs) > int(info.best_epoch) + 4  # a plateau was reached
+    leaves = zip(jax.tree.leaves(on), jax.tree.leaves(off), strict=True)
+    assert any(not np.array_equal(u, v) for u, v in leaves)
+    # Another compiled program (the plateau's selects change XLA's fusion): float32 rounding.
+    (short, _), (plain, _) = fit(flow, plateau_epochs=FAST.patience), fit(flow, plateau_epochs=0)
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), short, plain)

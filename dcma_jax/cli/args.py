@@ -197,8 +197,9 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         choices=[*registered_names(), "auto"],
         default="mdn",
         help="generator family for every mediator and the outcome; auto: per node, the one of "
-        "linear, mdn, flow with the lowest held-out CRPS (a later one must win by more than a "
-        "standard error), which fits each of them once more (default: %(default)s)",
+        "linear, mdn, flow with the lowest 5-fold cross-validated CRPS (a later one must win by "
+        "more than a standard error), which fits each of them 5 more times (default: "
+        "%(default)s)",
     )
     model.add_argument(
         "--link",

@@ -385,8 +385,8 @@ def selection_lines(selection: dict | None) -> list[str]:
     if not selection:
         return []
     lines = [
-        "Generator selection per node (held-out CRPS, +- standard error of its difference to "
-        "the lowest; chosen: the first within one standard error):"
+        "Generator selection per node (cross-validated CRPS, +- standard error of its difference "
+        "to the lowest; chosen: the first within one standard error):"
     ]
     for name, s in selection.items():
         scores = ", ".join(

@@ -113,6 +113,9 @@ class Generator(nn.Module):
     * ``rng_stream`` (optional): the name of a linen rng stream that ``loss`` draws from
       (``self.make_rng``); training then passes a fresh key a step and a fixed key for the
       validation loss, so that epochs are compared on the same noise.
+    * ``plateau_epochs`` (optional, default 0: off): the family's default for
+      ``TrainConfig.plateau_epochs`` (the learning rate lowered after that many epochs without
+      validation improvement), used when the fit's config leaves it ``None``.
 
     Derived for every subclass: batching (:func:`apply_batched`, with shape checks),
     :meth:`distribution`, :meth:`implements`, registration, and hashability. Generators are jit
@@ -128,6 +131,7 @@ class Generator(nn.Module):
     kinds: ClassVar[tuple[str, ...]] = ("continuous",)
     noise_dim: ClassVar[int] = 1
     rng_stream: ClassVar[str | None] = None
+    plateau_epochs: ClassVar[int] = 0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
