@@ -255,7 +255,7 @@ def _noise(
     return noise, outcome_noise
 
 
-@functools.partial(jax.jit, static_argnames=("model", "draws_per_row", "with_mediators"))
+@functools.partial(jax.jit, static_argnames=("model", "draws_per_row", "with_mediators", "mesh"))
 def simulate_rows(
     model: Model,
     params: tuple,
@@ -264,26 +264,54 @@ def simulate_rows(
     arms: Arms,
     draws_per_row: int,
     with_mediators: bool = False,
+    mesh: Mesh | None = None,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Every arm at every covariate row, ``draws_per_row`` draws each: ``(n_arms, n, R)``.
 
     The stratified counterpart of :func:`simulate_packed`: rows are not resampled, so a
     weighted mean over rows is differentiable in the weights (influence functions). Draws of
-    one row share noise across arms (common random numbers), rows get independent noise.
+    one row share noise across arms (common random numbers); row ``i``'s noise is its own
+    stream (``fold_in(node key, i)``), so rows are independent units. ``mesh`` (static;
+    default every device) splits the rows across its devices
+    (:func:`~dcma_jax.devices.map_over_devices`): the same numbers on any number of devices.
     With ``with_mediators``, also the mediator values the outcome saw: ``(n_arms, n, R, k)``.
     """
     n = covariates.shape[0]
-    x = jnp.repeat(covariates, draws_per_row, axis=0)
-    keys = list(jax.random.split(key, len(model.generators)))
-    noise, outcome_noise = _noise(model, keys, x.shape[0], arms.mediators.shape[1], x.dtype)
     dtype = covariates.dtype
     arms = Arms(arms.outcome.astype(dtype), arms.mediators.astype(dtype), arms.sources)
-    outcome, mediators = jax.vmap(
-        lambda arm: _forward(model, params, arm, x, noise, outcome_noise)
-    )(arms)
-    outcome = outcome.reshape(-1, n, draws_per_row)
+    node_keys = jax.random.split(key, len(model.generators))
+    num_chains = arms.mediators.shape[1]
+
+    def share(batched, shared):
+        rows, cov = batched  # a share of m rows
+        params, arms = shared
+        m = rows.shape[0]
+
+        def row_noise(i):
+            keys = [jax.random.fold_in(k, i) for k in node_keys]
+            return _noise(model, keys, draws_per_row, num_chains, dtype)
+
+        noise, outcome_noise = jax.vmap(row_noise)(rows)  # (m, C, R, d) and (m, R, d)
+        noise = tuple(
+            jnp.swapaxes(v, 0, 1).reshape(num_chains, m * draws_per_row, -1) for v in noise
+        )
+        outcome_noise = outcome_noise.reshape(m * draws_per_row, -1)
+        x = jnp.repeat(cov, draws_per_row, axis=0)
+        outcome, mediators = jax.vmap(
+            lambda arm: _forward(model, params, arm, x, noise, outcome_noise)
+        )(arms)
+        # Rows first, for the device split: (m, n_arms, R) and (m, n_arms, R, k).
+        n_arms = outcome.shape[0]
+        outcome = outcome.reshape(n_arms, m, draws_per_row)
+        mediators = mediators.reshape(n_arms, m, draws_per_row, -1)
+        return jnp.swapaxes(outcome, 0, 1), jnp.swapaxes(mediators, 0, 1)
+
+    outcome, mediators = devices.map_over_devices(
+        share, devices.resolve(mesh), (jnp.arange(n), covariates), (params, arms)
+    )
+    outcome = jnp.swapaxes(outcome, 0, 1)
     if with_mediators:
-        return outcome, mediators.reshape(*outcome.shape, -1)
+        return outcome, jnp.swapaxes(mediators, 0, 1)
     return outcome
 
 

@@ -57,9 +57,10 @@ class TrainConfig:
         ``p`` epochs without validation improvement multiply the rate by ``plateau_factor``
         and restart from the best parameters so far (reduce on plateau), so the fit settles
         into its best basin at a low rate instead of leaving it at the peak rate (the cosine
-        spans ``max_epochs``, far past where early stopping ends a fit). On the recovery
-        study's SCMs it lowered the 2-layer flow's effect RMSE to 0.8-1.1x mdn's on four of
-        five and raised mdn's (to 1.6-1.8x on bimodal quantiles and CDFs), hence per family
+        spans ``max_epochs``, far past where early stopping ends a fit). Against the plain
+        schedule on five recovery SCMs (20 data sets each), it multiplied the flow's effect
+        RMSE by 0.68-0.90 on four (1.02-1.16, within noise, on binary_mediator) and mdn's by
+        up to 1.77 (bimodal quantiles), hence per family
         (``experiments/results/flow_tuning.md``).
       plateau_factor: the rate's factor at each plateau, in ``(0, 1)``.
     """

@@ -2,8 +2,9 @@
 
 ``python tests/sharding_child.py PART OUT.npz`` writes :func:`numbers` of ``PART``; the device
 count is fixed at jax's import (``XLA_FLAGS=--xla_force_host_platform_device_count=D``), so
-each count needs a fresh interpreter. Shapes need padding on 4 devices: 5 Monte Carlo chunks
-and B = 6 bootstrap replicates. Every function runs on its default mesh, all the devices.
+each count needs a fresh interpreter. Shapes need padding on 4 devices: 5 Monte Carlo chunks,
+B = 6 bootstrap replicates and 13 stratified rows. Every function runs on its default mesh, all
+the devices.
 """
 
 import sys
@@ -16,6 +17,7 @@ import dcma_jax as dj
 from dcma_jax import devices
 from dcma_jax.generators.base import init_params
 from dcma_jax.queries import arm_effects, build_estimands, replicate_effects
+from dcma_jax.simulate import simulate_rows
 from dcma_jax.training import replicate_keys
 
 B = 6
@@ -73,6 +75,10 @@ def _core(data) -> dict[str, np.ndarray]:
     params = _random_params(data, mdn, 10)
     draws = dj.simulate_packed(mdn, params, key, covariates, weights, arms, DRAWS, CHUNK)
     out.update({f"mdn/{field}": value for field, value in draws._asdict().items()})
+    # Stratified draws (influence functions, the one-step estimator): rows split across devices.
+    rows = covariates[:13]  # 13 rows: 4 devices get 4, 4, 4 and 1 + 3 of padding
+    outcome, mediators = simulate_rows(mdn, params, key, rows, arms, 7, with_mediators=True)
+    out.update({"rows/outcome": outcome, "rows/mediators": mediators})
 
     # Replicates that differ from each other and not with the devices (fits differ by float
     # rounding; tested apart), each simulated with its resample's rows.

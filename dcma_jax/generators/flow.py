@@ -271,8 +271,9 @@ class SplineFlow(Generator):
     registry_name: ClassVar[str] = "flow"
     kinds: ClassVar[tuple[str, ...]] = ("continuous",)
     noise_dim: ClassVar[int] = 1
-    # Reduce on plateau by default (TrainConfig.plateau_epochs): effect RMSE x0.6-1.0 on four
-    # of five recovery SCMs against the plain schedule (experiments/results/flow_tuning.md).
+    # Reduce on plateau by default (TrainConfig.plateau_epochs): effect RMSE x0.68-0.90 on four
+    # of five recovery SCMs against the plain schedule, 1.02-1.16 (noise) on the fifth
+    # (experiments/results/flow_tuning.md).
     plateau_epochs: ClassVar[int] = 4
 
     num_layers: int = 2
