@@ -108,9 +108,10 @@ Written by hand from the tables below, the recovery study's raw rows and `--traj
   0.98-1.16; so it is flow's default only. The recovery study's flow rows (n = 2000 and
   8000) were rerun with it: its median RMSE over mdn's went from 1.07 to 0.97 at n = 2000
   and from 1.31 to 0.96 at n = 8000 (`recovery.md`).
-* **Parity with mdn is not reached** (before reduce on plateau). With 2 layers the flow's RMSE is still 1.0-2.1x mdn's
-  on held-out data sets (binary_mediator 1.6-1.8, bimodal 1.4-1.9, heteroscedastic 1.0-2.1:
-  its tuning seeds' 1.10 on mean rows did not hold, 2.06 on seeds 10-19). At 10 data sets a
+* **Parity with mdn is not reached** (before reduce on plateau). With 2 layers the flow's
+  RMSE is still 1.0-2.1x mdn's on held-out data sets (binary_mediator 1.6-1.8, bimodal
+  1.4-1.9, heteroscedastic 1.0-2.1: its tuning seeds' 1.10 on mean rows did not hold, 2.06
+  on seeds 10-19). At 10 data sets a
   ratio's SE is 0.1-0.6, so smaller changes than these cannot be resolved without more
   data sets."""
 
