@@ -175,10 +175,14 @@ def compare_with_flowjax(repeats: int) -> None:
     def our_sample(flow):
         return jax.jit(lambda v, z, c: apply_batched(flow, "sample", v, z, c))
 
-    say("Sampling, noise -> sample for one conditional flow node (context dim "
-        f"{context_dim}), ns per sample, median of {repeats}; ratio = ours / flowjax")
-    say(f"{'draws':>9} {'flowjax':>10} {'ours shared':>12} {'ratio':>7} "
-        f"{'ours per-layer':>15} {'ratio':>7}")
+    say(
+        "Sampling, noise -> sample for one conditional flow node (context dim "
+        f"{context_dim}), ns per sample, median of {repeats}; ratio = ours / flowjax"
+    )
+    say(
+        f"{'draws':>9} {'flowjax':>10} {'ours shared':>12} {'ratio':>7} "
+        f"{'ours per-layer':>15} {'ratio':>7}"
+    )
     for n in (65_536, 1_000_000):
         z = jax.random.normal(jax.random.key(1), (n, 1))
         c = jax.random.normal(jax.random.key(2), (n, context_dim))
@@ -188,9 +192,11 @@ def compare_with_flowjax(repeats: int) -> None:
             fns[name] = lambda fn=fn, v=our_vars[name], z=z, c=c: fn(v, z, c)
         t = interleaved(fns, repeats)
         ns = {k: v / n * 1e9 for k, v in t.items()}
-        say(f"{n:>9,} {ns['flowjax']:>10.0f} {ns['ours (shared MLP)']:>12.0f} "
+        say(
+            f"{n:>9,} {ns['flowjax']:>10.0f} {ns['ours (shared MLP)']:>12.0f} "
             f"{t['ours (shared MLP)'] / t['flowjax']:>7.2f} {ns['ours (MLP a layer)']:>15.0f} "
-            f"{t['ours (MLP a layer)'] / t['flowjax']:>7.2f}")
+            f"{t['ours (MLP a layer)'] / t['flowjax']:>7.2f}"
+        )
 
     # One Adam step of maximum likelihood on a batch.
     x = jax.random.normal(jax.random.key(3), (TRAIN_BATCH, 1))
@@ -229,9 +235,11 @@ def compare_with_flowjax(repeats: int) -> None:
     say()
     say(f"Training step (Adam, batch {TRAIN_BATCH}), ms, median of {repeats * 10}")
     say(f"{'flowjax':>10} {'ours shared':>12} {'ratio':>7} {'ours per-layer':>15} {'ratio':>7}")
-    say(f"{t['flowjax'] * 1e3:>10.2f} {t['ours (shared MLP)'] * 1e3:>12.2f} "
+    say(
+        f"{t['flowjax'] * 1e3:>10.2f} {t['ours (shared MLP)'] * 1e3:>12.2f} "
         f"{t['ours (shared MLP)'] / t['flowjax']:>7.2f} {t['ours (MLP a layer)'] * 1e3:>15.2f} "
-        f"{t['ours (MLP a layer)'] / t['flowjax']:>7.2f}")
+        f"{t['ours (MLP a layer)'] / t['flowjax']:>7.2f}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,8 +251,9 @@ def mediation_model(generator) -> tuple[Model, tuple]:
     graph = CausalGraph.chain(["M"], ["continuous"], "Y", "continuous")
     model = Model(graph, (generator, generator), NUM_COVARIATES)
     params = tuple(
-        perturbed(init_params(generator, jax.random.key(j), graph.context_dim(j, NUM_COVARIATES)),
-                  10 + j)
+        perturbed(
+            init_params(generator, jax.random.key(j), graph.context_dim(j, NUM_COVARIATES)), 10 + j
+        )
         for j in range(2)
     )
     return model, params
@@ -255,10 +264,14 @@ def bench_simulate(sizes_flow, sizes_diffusion, gflops_matmul: float, repeats: i
     weights = jnp.ones(1000)
     # The total-effect contrast Y(1,M(1)) vs Y(0,M(0)).
     arms = (Arm.joint("Y(1,M(1))", 1.0, (1.0,)), Arm.joint("Y(0,M(0))", 0.0, (0.0,)))
-    say(f"Monte Carlo core: simulate(), mediator M and outcome Y, {len(arms)} arms; "
-        "draws/s counts outcome draws over all arms")
-    say(f"{'generator':<22} {'draws/arm':>10} {'time s':>8} {'draws/s':>11} {'GFLOP/s':>8} "
-        f"{'% matmul':>8} {'peak MiB':>9} {'+MiB':>6}")
+    say(
+        f"Monte Carlo core: simulate(), mediator M and outcome Y, {len(arms)} arms; "
+        "draws/s counts outcome draws over all arms"
+    )
+    say(
+        f"{'generator':<22} {'draws/arm':>10} {'time s':>8} {'draws/s':>11} {'GFLOP/s':>8} "
+        f"{'% matmul':>8} {'peak MiB':>9} {'+MiB':>6}"
+    )
     rows = [(f"flow L={LAYERS} w={WIDTH}", SplineFlow(num_layers=LAYERS), n) for n in sizes_flow]
     rows += [(f"diffusion {Diffusion().num_steps} steps", Diffusion(), n) for n in sizes_diffusion]
     for label, generator, n in rows:
@@ -267,8 +280,10 @@ def bench_simulate(sizes_flow, sizes_diffusion, gflops_matmul: float, repeats: i
         reps = repeats if n <= 1_000_000 and isinstance(generator, SplineFlow) else 1
         t = median_time(
             lambda p, model=model, n=n: simulate(
-                model, p, jax.random.key(6), covariates, weights, arms, n),
-            params, repeats=reps,
+                model, p, jax.random.key(6), covariates, weights, arms, n
+            ),
+            params,
+            repeats=reps,
         )
         draws = n * len(arms)
         if isinstance(generator, SplineFlow):
@@ -282,13 +297,17 @@ def bench_simulate(sizes_flow, sizes_diffusion, gflops_matmul: float, repeats: i
         else:
             rate_s, share = f"{'':>8}", f"{'':>8}"
         after = peak_rss_mib()
-        say(f"{label:<22} {n:>10,} {t:>8.2f} {draws / t:>11,.0f} {rate_s} {share} "
-            f"{after:>9.0f} {after - before:>6.0f}")
+        say(
+            f"{label:<22} {n:>10,} {t:>8.2f} {draws / t:>11,.0f} {rate_s} {share} "
+            f"{after:>9.0f} {after - before:>6.0f}"
+        )
 
 
 def bench_training_steps(repeats: int) -> None:
-    say(f"Training step inside fit_generator's loop (Adam, batch {TRAIN_BATCH}); "
-        "ms per step from a fit of fixed length")
+    say(
+        f"Training step inside fit_generator's loop (Adam, batch {TRAIN_BATCH}); "
+        "ms per step from a fit of fixed length"
+    )
     n = 20 * TRAIN_BATCH
     rng = np.random.default_rng(0)
     context = jnp.asarray(rng.standard_normal((n, 3)), jnp.float32)
@@ -297,8 +316,11 @@ def bench_training_steps(repeats: int) -> None:
     for label, generator in (("flow", SplineFlow(num_layers=LAYERS)), ("diffusion", Diffusion())):
         config = TrainConfig(max_epochs=5, patience=100, batch_size=TRAIN_BATCH, val_fraction=0.2)
         steps = 5 * ((n - int(round(0.2 * n))) // TRAIN_BATCH)
-        t = median_time(lambda key, g=generator, c=config: fit_generator(
-            g, c, key, x, context, weights), jax.random.key(0), repeats=repeats)
+        t = median_time(
+            lambda key, g=generator, c=config: fit_generator(g, c, key, x, context, weights),
+            jax.random.key(0),
+            repeats=repeats,
+        )
         say(f"  {label:<10} {t / steps * 1e3:8.2f} ms/step ({steps} steps, incl. validation)")
 
 
@@ -317,8 +339,14 @@ def bench_diffusion_steps() -> None:
 
     m = truth(a, cov, rng).astype(np.float32)
     context = jnp.asarray(np.c_[a, cov])
-    fitted, _ = fit_generator(Diffusion(), TrainConfig(max_epochs=80, patience=15),
-                              jax.random.key(0), jnp.asarray(m[:, None]), context, jnp.ones(n))
+    fitted, _ = fit_generator(
+        Diffusion(),
+        TrainConfig(max_epochs=80, patience=15),
+        jax.random.key(0),
+        jnp.asarray(m[:, None]),
+        context,
+        jnp.ones(n),
+    )
     n_eval = 20_000
     c_eval = jnp.broadcast_to(jnp.array([1.0, 0.5]), (n_eval, 2))
     z = jax.random.normal(jax.random.key(1), (n_eval, 1))
@@ -330,20 +358,29 @@ def bench_diffusion_steps() -> None:
         t = median_time(fn, fitted, z, c_eval, repeats=2)
         return np.asarray(fn(fitted, z, c_eval))[:, 0], t
 
-    reference = np.asarray(apply_batched(Diffusion(num_steps=400), "sample", fitted, z,
-                                         c_eval))[:, 0]
-    say("Diffusion steps trade-off: model fitted to a bimodal conditional (4000 rows); "
-        f"{n_eval:,} draws at one context, same noise")
-    say(f"{'steps':>6} {'us/draw':>8} {'KS to 400 steps':>16} {'max |x - x_400|':>16} "
-        f"{'KS to truth':>12}")
+    reference = np.asarray(apply_batched(Diffusion(num_steps=400), "sample", fitted, z, c_eval))[
+        :, 0
+    ]
+    say(
+        "Diffusion steps trade-off: model fitted to a bimodal conditional (4000 rows); "
+        f"{n_eval:,} draws at one context, same noise"
+    )
+    say(
+        f"{'steps':>6} {'us/draw':>8} {'KS to 400 steps':>16} {'max |x - x_400|':>16} "
+        f"{'KS to truth':>12}"
+    )
     for steps in (5, 10, 20, 50, 100, 200):
         x, t = draw(steps)
-        say(f"{steps:>6} {t / n_eval * 1e6:>8.2f} "
+        say(
+            f"{steps:>6} {t / n_eval * 1e6:>8.2f} "
             f"{scipy.stats.ks_2samp(x, reference).statistic:>16.4f} "
             f"{np.max(np.abs(x - reference)):>16.4f} "
-            f"{scipy.stats.ks_2samp(x, true).statistic:>12.4f}")
-    say(f"(KS distance between two independent samples of {n_eval:,} from one law: "
-        f"~{1.36 * np.sqrt(2 / n_eval):.3f} at the 95% point)")
+            f"{scipy.stats.ks_2samp(x, true).statistic:>12.4f}"
+        )
+    say(
+        f"(KS distance between two independent samples of {n_eval:,} from one law: "
+        f"~{1.36 * np.sqrt(2 / n_eval):.3f} at the 95% point)"
+    )
 
 
 def main() -> None:
@@ -353,9 +390,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    say(f"bench_flow.py  {datetime.datetime.now():%Y-%m-%d %H:%M}  jax {jax.__version__}  "
+    say(
+        f"bench_flow.py  {datetime.datetime.now():%Y-%m-%d %H:%M}  jax {jax.__version__}  "
         f"{platform.processor() or platform.machine()}  {os.cpu_count()} CPUs  "
-        f"backend {jax.default_backend()}  load avg {os.getloadavg()[0]:.1f}")
+        f"backend {jax.default_backend()}  load avg {os.getloadavg()[0]:.1f}"
+    )
     rate = matmul_rate(args.repeats)
     say(f"matmul 2048x2048 float32: {rate / 1e9:.1f} GFLOP/s")
     say()
@@ -370,8 +409,10 @@ def main() -> None:
     bench_training_steps(args.repeats)
     say()
     bench_diffusion_steps()
-    say(f"matmul rate re-measured at the end: {matmul_rate(args.repeats) / 1e9:.1f} GFLOP/s; "
-        f"load avg {os.getloadavg()[0]:.1f}")
+    say(
+        f"matmul rate re-measured at the end: {matmul_rate(args.repeats) / 1e9:.1f} GFLOP/s; "
+        f"load avg {os.getloadavg()[0]:.1f}"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(_lines) + "\n")
     print(f"saved to {args.out}")
