@@ -14,17 +14,17 @@ see it; the per-row scores are averaged with the observation weights, in the nod
 units. Scoring all ``n`` rows rather than one hold-out of ``n / K`` shrinks the paired standard
 error by about ``sqrt(K)``: with a single 20 % hold-out, ``auto`` kept a linear outcome that
 misses an ``A x M`` interaction in 9 of 20 data sets of the recovery study's binary_mediator
-SCM (``experiments/results/recovery.md``). Lower is better. Candidates come simplest
-first, and the first one whose score exceeds the lowest by at most ``tolerance`` (1) standard
-errors of the paired difference is chosen (the one-standard-error rule, :func:`choose`): a more
-flexible family has to beat a simpler one by more than the noise of the comparison, so a linear
-node keeps its closed form when a network merely ties with it. CRPS needs draws only, so every
-family is scored the same way, diffusion (no density) included; on a binary node it is the Brier
-score ``(p - y)^2``, where the families' binary models compete (``linear``: ``BinaryGLM``; the
-others: ``BernoulliMLP``, fitted once when several families share it). A count node compares
-its discrete laws the same way (the kernel form holds for any law): ``linear``'s
-``NegativeBinomialGLM`` against ``NegativeBinomialMLP``, which ``mdn`` and, as their stand-in,
-``flow`` and ``diffusion`` use.
+SCM; with 5 folds, in none (``experiments/results/recovery.md``). Lower is better. Candidates
+come simplest first, and the first one whose score exceeds the lowest by at most ``tolerance``
+(1) standard errors of the paired difference is chosen (the one-standard-error rule,
+:func:`choose`): a more flexible family has to beat a simpler one by more than the noise of the
+comparison, so a linear node keeps its closed form when a network merely ties with it. CRPS
+needs draws only, so every family is scored the same way, diffusion (no density) included; on a
+binary node it is the Brier score ``(p - y)^2``, where the families' binary models compete
+(``linear``: ``BinaryGLM``; the others: ``BernoulliMLP``, fitted once when several families
+share it). A count node compares its discrete laws the same way (the kernel form holds for any
+law): ``linear``'s ``NegativeBinomialGLM`` against ``NegativeBinomialMLP``, which ``mdn`` and,
+as their stand-in, ``flow`` and ``diffusion`` use.
 
 **Held-out rows.** Node ``j``'s folds are a random partition of its rows by a key of the
 selection's own. Every candidate is fitted by :func:`dcma_jax.training.fit_generator` with the
@@ -202,8 +202,8 @@ def select_generators(
 ) -> tuple[dict[str, str], dict[str, dict[str, Score]]]:
     """Chooses every node's generator family by cross-validated CRPS (see the module docstring).
 
-    Fits each candidate once per node, on top of the fit that follows: a cost the caller
-    chooses by asking for ``"auto"``.
+    Fits each candidate ``folds`` times per node, on top of the fit that follows: a cost the
+    caller chooses by asking for ``"auto"``.
 
     Args:
       data: validated :class:`MediationData`.

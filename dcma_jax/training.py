@@ -170,7 +170,7 @@ def _optimise(
     weights: jax.Array,
     epochs: jax.Array | int | None = None,
 ) -> tuple[Any, FitInfo]:
-    """Adam with warm-up/cosine schedule and clipping.
+    """Adam with warm-up/cosine schedule and clipping (and reduce on plateau: ``plateau_epochs``).
 
     ``epochs`` ``None``: early stopping on a validation split, keeping the best epoch's
     parameters. Otherwise (an int, possibly traced): every row, exactly ``epochs`` epochs (fewer
