@@ -7,7 +7,7 @@
 #
 # Tests run in DCMA_TEST_WORKERS pytest-xdist processes (default 2; 0: in this process). One
 # process keeps about 1.4 of 2 cores busy (XLA compiles on one thread); two ran the default
-# suite in 8 min 34 s, where one had taken 11 min 19 s with 24 fewer tests (README).
+# suite in 8 min 34 s, where one had taken 11 min 19 s with 4 fewer tests (README).
 #
 # The venv is .venv in the repository root (PYTHON picks the interpreter, default python3,
 # 3.11 or newer). `pip install -e .[dev]` runs only when pyproject.toml or the interpreter has
