@@ -216,7 +216,8 @@ def _optimise(
         rows, step_key = batch_and_key
         loss, grads = loss_and_grad(params, x[rows], context[rows], weights[rows], step_key)
         updates, opt_state = optimiser.update(grads, opt_state, params)
-        updates = jax.tree.map(lambda u: lr_scale * u, updates)
+        if plateau_epochs:  # without reduce on plateau the step is the plain Adam step
+            updates = jax.tree.map(lambda u: lr_scale * u, updates)
         return (optax.apply_updates(params, updates), opt_state, lr_scale), loss
 
     def epoch(state: _LoopState) -> _LoopState:
