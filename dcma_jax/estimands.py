@@ -298,12 +298,34 @@ def effect_rows(layout: EffectLayout, spec: FunctionalSpec) -> list[Row]:
     return rows
 
 
-@functools.partial(jax.jit, static_argnames=("layout", "spec", "distance_draws"))
+def sort_draws(draws: jax.Array, binary: bool = False) -> jax.Array:
+    """Each arm's draws sorted (the last axis): by :func:`functionals.sort`, or, for a 0/1
+    outcome (``binary``), laid out from its count of ones, ``O(n)``: the same values."""
+    if not binary:
+        return functionals.sort(draws)
+    n = draws.shape[-1]
+    ones = jnp.sum(draws, axis=-1, keepdims=True)
+    return (jnp.arange(n, dtype=draws.dtype) >= n - ones).astype(draws.dtype)
+
+
+def _binary_distance(name: str, x: jax.Array, y: jax.Array) -> jax.Array:
+    """A distance between two 0/1 samples of one size, from their shares of ones.
+
+    Both CDFs are flat on ``[0, 1)`` and differ there by ``gap = mean(y) - mean(x)``, so
+    ``W1 = KS = |gap|`` and the (V-statistic) energy distance is ``2 gap^2``: what the pooled
+    merge of :mod:`dcma_jax.functionals` computes, without it.
+    """
+    gap = jnp.mean(y, axis=-1) - jnp.mean(x, axis=-1)
+    return 2.0 * jnp.square(gap) if name == "energy" else jnp.abs(gap)
+
+
+@functools.partial(jax.jit, static_argnames=("layout", "spec", "distance_draws", "binary"))
 def effect_values(
     layout: EffectLayout,
     spec: FunctionalSpec,
     outcome: jax.Array,
     distance_draws: int | None = None,
+    binary: bool = False,
 ) -> jax.Array:
     """All reported numbers from the arms' outcome samples (original units).
 
@@ -325,6 +347,8 @@ def effect_values(
         draws i.i.d. over ``i``.
       distance_draws: draws per block for ``wasserstein`` and ``ks`` (default, or
         ``>= num_draws``: one block of all draws).
+      binary: the draws are 0/1 (a binary outcome node): the same numbers from the arms'
+        counts of ones, without sorting or merging (:func:`sort_draws`).
 
     Returns:
       ``(len(effect_rows(estimands, spec)),)`` values; jit- and vmap-compatible.
@@ -332,21 +356,27 @@ def effect_values(
     num_draws = outcome.shape[1]
     paired = outcome
     # Sort each arm once; every functional below reads the sorted draws.
-    outcome = jnp.sort(outcome, axis=1)
+    outcome = sort_draws(outcome, binary)
     blocks = None
     if distance_draws is not None and distance_draws < num_draws:
         if distance_draws < 1:
             raise ArgumentError(f"distance_draws must be positive, got {distance_draws}")
         n_blocks = num_draws // distance_draws
         used = paired[:, : n_blocks * distance_draws].reshape(-1, n_blocks, distance_draws)
-        blocks = jnp.sort(used, axis=2)
+        blocks = used if binary else functionals.sort(used)
 
     def distance(name: str, c: Contrast) -> jax.Array:
         if name == "energy":
             pair_distance = jnp.mean(jnp.abs(paired[c.arm] - paired[c.reference]))
+            if binary:
+                v = _binary_distance(name, paired[c.arm], paired[c.reference])
+                return num_draws / (num_draws - 1) * (v - 2.0 * pair_distance / num_draws)
             return functionals.energy_unbiased(
                 outcome[c.arm], outcome[c.reference], presorted=True, pair_distance=pair_distance
             )
+        if binary:
+            source = paired if blocks is None else blocks
+            return jnp.mean(_binary_distance(name, source[c.arm], source[c.reference]))
         fn = functools.partial(functionals.DISTANCES[name], presorted=True)
         if blocks is None:
             return fn(outcome[c.arm], outcome[c.reference])
@@ -371,7 +401,12 @@ def effect_values(
     return jnp.concatenate(values)
 
 
-def quantile_curves(layout: EffectLayout, outcome: jax.Array, levels: np.ndarray) -> jax.Array:
-    """Quantile-effect curves ``Q_arm(q) - Q_reference(q)``: ``(n_contrasts, len(levels))``."""
-    quants = jax.vmap(lambda y: functionals.quantile(y, levels))(outcome)
+def quantile_curves(
+    layout: EffectLayout, outcome: jax.Array, levels: np.ndarray, binary: bool = False
+) -> jax.Array:
+    """Quantile-effect curves ``Q_arm(q) - Q_reference(q)``: ``(n_contrasts, len(levels))``.
+
+    ``binary``: the draws are 0/1 (see :func:`sort_draws`)."""
+    ordered = sort_draws(outcome, binary)
+    quants = jax.vmap(lambda y: functionals.quantile(y, levels, presorted=True))(ordered)
     return jnp.stack([quants[c.arm] - quants[c.reference] for c in layout.contrasts])

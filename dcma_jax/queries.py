@@ -106,8 +106,9 @@ def arm_effects(
         model, params, key, covariates, weights, arms, num_draws, chunk_size, mesh=mesh
     )
     outcome = draws.outcome * outcome_scale + outcome_center
-    values = effect_values(layout, spec, outcome, distance_draws)
-    return values, quantile_curves(layout, outcome, CURVE_LEVELS), outcome
+    binary = model.graph.outcome.kind == "binary"
+    values = effect_values(layout, spec, outcome, distance_draws, binary)
+    return values, quantile_curves(layout, outcome, CURVE_LEVELS, binary), outcome
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)

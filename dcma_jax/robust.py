@@ -60,6 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtri
 
+from dcma_jax import functionals
 from dcma_jax.arms import Arms
 from dcma_jax.data import MediationData
 from dcma_jax.diagnostics import chain_log_density
@@ -278,7 +279,7 @@ def _check_folds(diverged: np.ndarray, what: str) -> None:
 
 def _row_cdf(draws: jax.Array, points: jax.Array) -> jax.Array:
     """The empirical CDF of each row's draws at ``points``: ``(m, R) -> (m, T)``."""
-    ordered = jnp.sort(draws, axis=1)
+    ordered = functionals.sort(draws)
     below = jax.vmap(lambda d: jnp.searchsorted(d, points, side="right"))(ordered)
     return below / draws.shape[1]
 

@@ -222,7 +222,8 @@ def _values_at(
         rho,
         projection,
     )
-    return effect_values(layout, spec, draws.outcome * scale + center)
+    binary = model.graph.outcome.kind == "binary"
+    return effect_values(layout, spec, draws.outcome * scale + center, binary=binary)
 
 
 _STATIC = ("model", "layout", "spec", "num_draws", "chunk_size", "coupled")

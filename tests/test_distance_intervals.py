@@ -82,6 +82,40 @@ def test_effect_values_distances_over_blocks_of_draws(distance_draws):
     np.testing.assert_allclose(got["energy"], _paired_energy_u(x64, y64), rtol=2e-5, atol=1e-6)
 
 
+BINARY_LAYOUT = EffectLayout(3, (Contrast("D", 0, 1), Contrast("Z", 0, 2)))
+
+
+@pytest.mark.parametrize("distance_draws", [None, 20, 25])
+def test_effect_values_of_binary_draws_count_instead_of_sorting(distance_draws):
+    # binary=True lays each arm's 0/1 draws out from its count of ones; every row must equal
+    # scipy's and numpy's on the same draws, blocks included. Arm 2 is all zeros, so the
+    # contrast Z reads arm 0 alone; the levels put an arm's first one at a quantile.
+    rng = np.random.default_rng(1)
+    u = rng.uniform(size=(2, 60))
+    x = (u[0] < 0.4).astype(np.float32)
+    y = np.where(u[1] < 0.3, 1.0 - x, x).astype(np.float32)  # paired: flips 30 % of x
+    draws = np.stack([x, y, np.zeros(60, np.float32)])
+    first_one = [(60 - v.sum()) / 59 for v in (x, y)]
+    spec = FunctionalSpec((0.1, *first_one, 0.9), (-0.5, 0.0, 0.5, 1.0), SPEC.distances)
+    fast = np.asarray(effect_values(BINARY_LAYOUT, spec, draws, distance_draws, binary=True))
+    general = np.asarray(effect_values(BINARY_LAYOUT, spec, draws, distance_draws))
+    np.testing.assert_allclose(fast, general, rtol=1e-6, atol=1e-7)
+    d = 60 if distance_draws is None else distance_draws
+    blocks = [slice(i, i + d) for i in range(0, 60 - d + 1, d)]
+    draws64 = draws.astype(np.float64)
+    points = np.array(spec.cdf_points)[:, None]
+    expected = []
+    for arm, reference in ((0, 1), (0, 2)):
+        a, b = draws64[arm], draws64[reference]
+        expected.append([a.mean() - b.mean()])
+        expected.append(np.quantile(a, spec.quantiles) - np.quantile(b, spec.quantiles))
+        expected.append((a[None] <= points).mean(1) - (b[None] <= points).mean(1))
+        w1 = [scipy.stats.wasserstein_distance(a[k], b[k]) for k in blocks]
+        ks = [scipy.stats.ks_2samp(a[k], b[k]).statistic for k in blocks]
+        expected.append([np.mean(w1), _paired_energy_u(a, b), np.mean(ks)])
+    np.testing.assert_allclose(fast, np.concatenate(expected), rtol=1e-5, atol=1e-6)
+
+
 # --- effects(): coverage of a null distance -----------------------------------------------------
 
 

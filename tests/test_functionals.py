@@ -422,6 +422,55 @@ def test_jitted_distance_does_not_retrace():
     assert len(traces) == 1
 
 
+# --- sort ---------------------------------------------------------------------------------------
+
+# No subnormals: XLA:CPU flushes them to zero, so both sorts rank them as zeros (in input order).
+SPECIALS = np.array(
+    [0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 1.2e-38, -1.2e-38, 3.4e38, -3.4e38, 1, -1, 1],
+    np.float32,
+)
+
+
+@pytest.mark.parametrize(
+    "x",
+    [
+        SPECIALS,
+        np.random.default_rng(30).permutation(np.tile(SPECIALS, 5)),
+        _normal(31, (3, 257)),  # batched: sorts the last axis
+        _ints(32, (2, 4, 50), 3),  # heavy ties
+    ],
+    ids=["specials", "specials_repeated", "batched", "ties_3d"],
+)
+def test_sort_equals_jnp_sort(x):
+    # Same values in the same order as jnp.sort (NaNs last), -0.0 read as 0.0.
+    got = np.asarray(jax.jit(F.sort)(x))
+    expected = np.asarray(jnp.sort(x, axis=-1))
+    np.testing.assert_array_equal(got, expected)
+    assert not np.any(np.signbit(got[got == 0]))
+
+
+def test_sort_of_integers_and_float64():
+    ints = np.random.default_rng(33).integers(-50, 50, 99).astype(np.int32)
+    np.testing.assert_array_equal(F.sort(ints), np.sort(ints))
+    with jax.enable_x64(True):
+        x = np.random.default_rng(34).normal(size=99) * 1e300
+        x[::7] = -x[::7] * 1e-10
+        got = F.sort(jnp.asarray(x))
+        assert got.dtype == jnp.float64
+        np.testing.assert_array_equal(got, np.sort(x))
+
+
+def test_sort_gradient_permutes_the_tangent():
+    # d sort(x)_k / dx_i = 1 where x_i is the k-th smallest: jnp.sort's derivative.
+    x = _normal(35, 9)
+    weights = np.arange(1.0, 10.0, dtype=np.float32)
+    ours = jax.grad(lambda v: jnp.sum(weights * F.sort(v)))(x)
+    reference = jax.grad(lambda v: jnp.sum(weights * jnp.sort(v)))(x)
+    np.testing.assert_array_equal(ours, reference)
+    tangent = jax.jvp(F.sort, (x,), (np.ones_like(x),))[1]
+    np.testing.assert_array_equal(tangent, np.ones_like(x))
+
+
 # --- gradients ----------------------------------------------------------------------------------
 
 

@@ -309,8 +309,6 @@ def effects_and_figures(
     progress: Callable[[str], None],
 ) -> tuple[MediationResult, list[Path]]:
     """The effects query, the truth column (default study) and the figures."""
-    from dcma_jax.plotting import save_figures
-
     result = fitted.effects(progress=progress, **kwargs)
     truth_curves = None
     if default_study:
@@ -319,6 +317,8 @@ def effects_and_figures(
         result = result.with_truth(truth)
     figures = []
     if not args.no_plots:
+        from dcma_jax.plotting import save_figures  # matplotlib: ~1 s of start-up, on demand
+
         progress("drawing figures")
         figures = save_figures(result, Path(args.out), truth_curves=truth_curves)
     return result, figures
