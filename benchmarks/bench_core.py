@@ -306,13 +306,11 @@ def _simulate_inplace_impl(model, params, key, covariates, weights, arms, num_dr
     import jax
     import jax.numpy as jnp
 
-    from dcma_jax.arms import Arms
-
     # The module, not the function: dcma_jax/__init__ rebinds the name ``simulate``.
     lib = importlib.import_module("dcma_jax.simulate")
     k = model.graph.num_mediators
     dtype = covariates.dtype
-    arms = Arms(arms.outcome.astype(dtype), arms.mediators.astype(dtype), arms.sources)
+    arms = arms.with_dtype(dtype)
     n_arms = arms.outcome.shape[0]
     size = min(chunk_size, num_draws)
     probs = weights / jnp.sum(weights)
@@ -515,61 +513,6 @@ def _dense_stack(variables, context, activation):
     return h
 
 
-def _chunk_dedup(model, params, key, covariates, probs, arms, size):
-    """``simulate._chunk`` drawing each mediator once per distinct mediator treatment value.
-
-    Prototype for natural-effect arms with one mediator block: arms 0..3 are
-    (1;1), (1;0), (0;1), (0;0), so ``M`` under a_M = 1 (arms 0 and 2) and a_M = 0 (arms 1 and 3)
-    is computed twice instead of four times. Same keys, same numbers as the library.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    from dcma_jax.generators.base import apply_batched
-
-    row_key, *noise_keys = jax.random.split(key, 1 + len(model.generators))
-    rows = jax.random.choice(row_key, covariates.shape[0], (size,), p=probs)
-    x = covariates[rows]
-    noise = [
-        jax.random.normal(k, (size, g.noise_dim), covariates.dtype)
-        for k, g in zip(noise_keys, model.generators, strict=True)
-    ]
-    med_gen, out_gen = model.generators
-    zeros = jnp.zeros((size, 1), x.dtype)
-
-    def mediator(a_m):
-        context = model.graph.context(0, jnp.full((size,), a_m, x.dtype), zeros, x)
-        return apply_batched(med_gen, "sample", params[0], noise[0], context)
-
-    unique = jax.vmap(mediator)(jnp.asarray([1.0, 0.0], x.dtype))  # (2, size, 1)
-    mediators = unique[jnp.asarray([0, 1, 0, 1])]  # (4, size, 1), arm order above
-
-    def outcome(arm, m):
-        context = model.graph.context(1, jnp.full((size,), arm.outcome, x.dtype), m, x)
-        return apply_batched(out_gen, "sample", params[1], noise[1], context)[:, 0]
-
-    return jax.vmap(outcome)(arms, mediators), mediators
-
-
-def _simulate_dedup(model, params, key, covariates, weights, arms, num_draws, chunk_size):
-    """``simulate`` with :func:`_chunk_dedup` (same chunking and keys)."""
-    import jax
-    import jax.numpy as jnp
-
-    size = min(chunk_size, num_draws)
-    probs = weights / jnp.sum(weights)
-    out, med = jax.lax.map(
-        lambda i: _chunk_dedup(
-            model, params, jax.random.fold_in(key, i), covariates, probs, arms, size
-        ),
-        jnp.arange(-(-num_draws // size)),
-    )
-    n_arms = arms.outcome.shape[0]
-    out = jnp.moveaxis(out, 0, 1).reshape(n_arms, -1)[:, :num_draws]
-    med = jnp.moveaxis(med, 0, 1).reshape(n_arms, -1, 1)[:, :num_draws]
-    return out, med
-
-
 def _stage_chunk(model, params, key, covariates, probs, arms, size, stage):
     """One chunk of ``simulate``'s work up to ``stage``, reduced to ``(n_arms, size)``.
 
@@ -650,10 +593,16 @@ def bench_anatomy(draws: int, params, rounds: int, log) -> list[str]:
 
     static = ("model", "num_draws", "chunk_size")
 
-    def compile_fn(fn, **extra):
+    # Without chain_index every arm draws its own mediator chain (the library before it drew
+    # each distinct chain once): 4 mediator draws per draw instead of 2.
+    own_chains = arms._replace(chain_index=None, representatives=None)
+    arms_of = {"simulate, every arm draws its own chain [before]": own_chains}
+
+    def compile_fn(fn, name=None, **extra):
         jitted = jax.jit(functools.partial(fn, **extra), static_argnames=static)
+        arms_here = arms_of.get(name, arms)
         return jitted.lower(
-            model, p, key, covariates, weights, arms, num_draws=draws, chunk_size=size
+            model, p, key, covariates, weights, arms_here, num_draws=draws, chunk_size=size
         ).compile()
 
     log("anatomy: compile ...")
@@ -665,24 +614,29 @@ def bench_anatomy(draws: int, params, rounds: int, log) -> list[str]:
         "rows + noise + MLPs, dense layers only": compile_fn(_simulate_stage, stage="dense"),
         "rows + noise + MLPs with SiLU": compile_fn(_simulate_stage, stage="silu"),
         "simulate [library]": compile_fn(simulate_packed),
-        "simulate, mediator drawn once per a_M [what-if]": compile_fn(_simulate_dedup),
+        "simulate, every arm draws its own chain [before]": compile_fn(
+            simulate_packed, "simulate, every arm draws its own chain [before]"
+        ),
     }
     lib = compiled["simulate [library]"](p, key, covariates, weights, arms)
-    dedup = compiled["simulate, mediator drawn once per a_M [what-if]"](
-        p, key, covariates, weights, arms
+    own = compiled["simulate, every arm draws its own chain [before]"](
+        p, key, covariates, weights, own_chains
     )
-    same = bool(jnp.array_equal(lib.outcome, dedup[0]) and jnp.array_equal(lib.mediators, dedup[1]))
+    same = bool(
+        jnp.array_equal(lib.outcome, own.outcome) and jnp.array_equal(lib.mediators, own.mediators)
+    )
     log("anatomy: warm-up ...")
-    for c in compiled.values():
-        _timed(lambda c=c: c(p, jax.random.key(1), covariates, weights, arms))
+    arms_for = {name: arms_of.get(name, arms) for name in compiled}
+    for name, c in compiled.items():
+        _timed(lambda c=c, a=arms_for[name]: c(p, jax.random.key(1), covariates, weights, a))
     samples: dict[str, list] = {name: [] for name in compiled}
     names = list(compiled)
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             samples[name].append(
                 _timed(
-                    lambda c=compiled[name], r=r: c(
-                        p, jax.random.key(20 + r), covariates, weights, arms
+                    lambda c=compiled[name], r=r, a=arms_for[name]: c(
+                        p, jax.random.key(20 + r), covariates, weights, a
                     )
                 )
             )
@@ -714,9 +668,9 @@ def bench_anatomy(draws: int, params, rounds: int, log) -> list[str]:
             rows_s,
             "rows + noise [what-if: randint, uniform weights only]",
         ),
-        "=> saved by one mediator draw per a_M": (
+        "=> saved by drawing each distinct chain once": (
+            "simulate, every arm draws its own chain [before]",
             lib_name,
-            "simulate, mediator drawn once per a_M [what-if]",
         ),
     }
     for label, (a, b) in derived.items():

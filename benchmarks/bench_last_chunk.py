@@ -39,12 +39,11 @@ def _simulate_own_size(model, params, key, covariates, weights, arms, num_draws,
     import jax
     import jax.numpy as jnp
 
-    from dcma_jax.arms import Arms
     from dcma_jax.simulate import Draws, _chunk
 
     k = model.graph.num_mediators
     dtype = covariates.dtype
-    arms = Arms(arms.outcome.astype(dtype), arms.mediators.astype(dtype), arms.sources)
+    arms = arms.with_dtype(dtype)
     size = min(chunk_size, num_draws)
     n_full, rest = divmod(num_draws, size)
     probs = weights / jnp.sum(weights)

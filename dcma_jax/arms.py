@@ -95,18 +95,29 @@ class Arm:
 class Arms(NamedTuple):
     """Arms stacked for the compiled core (all fields traced).
 
-    One compilation serves every set of arms with the same arm, chain and mediator counts.
+    One compilation serves every set of arms with the same arm, chain, distinct-chain and
+    mediator counts.
 
     Attributes:
       outcome: ``(n_arms,)`` treatment code seen by the outcome.
       mediators: ``(n_arms, C, k)``: code under which mediator ``j`` is drawn in chain ``c``.
       sources: ``(n_arms, k)`` integers in ``[0, C)``: the chain the outcome reads mediator
         ``j`` from.
+      chain_index: ``(n_arms, C)`` integers, or ``None``: chain ``c`` of arm ``i`` is the
+        distinct chain ``chain_index[i, c]``. Chains in the same position ``c`` (so with the
+        same noise) and with the same codes are the same draws, so the core draws each distinct
+        chain once and the arms read it: the natural effects' four arms need two mediator
+        chains, not four. :meth:`pack` fills it; ``None`` draws every arm's chains.
+      representatives: ``(U, 2)`` integers ``(arm, chain)``, one per distinct chain, whose
+        codes it takes (so derivatives in the codes flow through it); ``None`` with
+        ``chain_index``.
     """
 
     outcome: jax.Array
     mediators: jax.Array
     sources: jax.Array
+    chain_index: jax.Array | None = None
+    representatives: jax.Array | None = None
 
     @classmethod
     def pack(cls, arms: Sequence[Arm], dtype: Any = jnp.float32) -> Arms:
@@ -117,10 +128,26 @@ class Arms(NamedTuple):
             raise ArgumentError("all arms must have the same number of mediators")
         c = max(len(a.chains) for a in arms)
         chains = [a.chains + (a.chains[-1],) * (c - len(a.chains)) for a in arms]
+        distinct: dict[tuple, int] = {}
+        representatives, index = [], []
+        for i, arm_chains in enumerate(chains):
+            for position, codes in enumerate(arm_chains):
+                if (position, codes) not in distinct:
+                    distinct[(position, codes)] = len(representatives)
+                    representatives.append((i, position))
+            index.append([distinct[(p, codes)] for p, codes in enumerate(arm_chains)])
         return cls(
             jnp.asarray([a.outcome for a in arms], dtype),
             jnp.asarray(chains, dtype),
             jnp.asarray([a.sources for a in arms], jnp.int32),
+            jnp.asarray(index, jnp.int32),
+            jnp.asarray(representatives, jnp.int32),
+        )
+
+    def with_dtype(self, dtype: Any) -> Arms:
+        """The same arms with the treatment codes in ``dtype``."""
+        return self._replace(
+            outcome=self.outcome.astype(dtype), mediators=self.mediators.astype(dtype)
         )
 
 

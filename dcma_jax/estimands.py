@@ -299,8 +299,11 @@ def effect_rows(layout: EffectLayout, spec: FunctionalSpec) -> list[Row]:
 
 
 def sort_draws(draws: jax.Array, binary: bool = False) -> jax.Array:
-    """Each arm's draws sorted (the last axis): by :func:`functionals.sort`, or, for a 0/1
-    outcome (``binary``), laid out from its count of ones, ``O(n)``: the same values."""
+    """Each arm's draws sorted along the last axis, by :func:`functionals.sort`.
+
+    For a 0/1 outcome (``binary``) the sorted draws are laid out from each arm's count of ones
+    instead, in ``O(n)``: the same values.
+    """
     if not binary:
         return functionals.sort(draws)
     n = draws.shape[-1]
@@ -406,7 +409,8 @@ def quantile_curves(
 ) -> jax.Array:
     """Quantile-effect curves ``Q_arm(q) - Q_reference(q)``: ``(n_contrasts, len(levels))``.
 
-    ``binary``: the draws are 0/1 (see :func:`sort_draws`)."""
+    ``binary``: the draws are 0/1 (see :func:`sort_draws`).
+    """
     ordered = sort_draws(outcome, binary)
     quants = jax.vmap(lambda y: functionals.quantile(y, levels, presorted=True))(ordered)
     return jnp.stack([quants[c.arm] - quants[c.reference] for c in layout.contrasts])

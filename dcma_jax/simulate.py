@@ -163,10 +163,48 @@ def _binary_coupled_score(
     return z + rho / jnp.sqrt(1.0 - rho**2 * (1.0 - variance)) * (e_drawn - e_seen)
 
 
+def _draw_chain(
+    model: Model, params: tuple, codes: jax.Array, chain_noise: tuple, covariates: jax.Array
+) -> jax.Array:
+    """One chain of mediators in causal order, mediator ``j`` under ``codes[j]``: ``(n, k)``."""
+    graph = model.graph
+    n, k, dtype = covariates.shape[0], graph.num_mediators, covariates.dtype
+    mediators = jnp.zeros((n, k), dtype)
+    for j in range(k):
+        treatment = jnp.full((n,), codes[j], dtype)
+        context = graph.context(j, treatment, mediators, covariates)
+        value = apply_batched(model.generators[j], "sample", params[j], chain_noise[j], context)
+        mediators = mediators.at[:, j].set(value[:, 0])
+    return mediators
+
+
+def _arm_chains(
+    model: Model, params: tuple, arms: Arms, covariates: jax.Array, noise: tuple
+) -> jax.Array:
+    """Every arm's chains, ``(n_arms, C, n, k)``, each distinct chain drawn once.
+
+    With :attr:`~dcma_jax.arms.Arms.chain_index` (from :meth:`~dcma_jax.arms.Arms.pack`)
+    the distinct chains are drawn and gathered to the arms that read them; the draws are
+    those of every arm drawing its own, which is what happens without it.
+    """
+
+    def chains(codes, chain_noise):
+        return jax.vmap(lambda c, e: _draw_chain(model, params, c, e, covariates))(
+            codes, chain_noise
+        )
+
+    if arms.chain_index is None:
+        return jax.vmap(lambda codes: chains(codes, noise))(arms.mediators)
+    arm, position = arms.representatives[:, 0], arms.representatives[:, 1]
+    drawn = chains(arms.mediators[arm, position], tuple(v[position] for v in noise))
+    return drawn[arms.chain_index]
+
+
 def _forward(
     model: Model,
     params: tuple,
     arm: Arms,
+    chains: jax.Array,
     covariates: jax.Array,
     noise: tuple,
     outcome_noise: jax.Array,
@@ -174,7 +212,7 @@ def _forward(
     rho: jax.Array | float = 0.0,
     projection: LatentProjection | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """Draws every chain of one arm, then the outcome, for a batch of covariate rows.
+    """The outcome of one arm whose mediator ``chains`` (``(C, n, k)``) are drawn.
 
     With ``coupled`` (a mediator index), the outcome's normal score is shifted by the
     sensitivity model's :func:`_coupling_shift` at correlation ``rho`` (continuous mediator),
@@ -184,19 +222,6 @@ def _forward(
     k = graph.num_mediators
     n = covariates.shape[0]
     dtype = covariates.dtype
-
-    def chain(codes, chain_noise):
-        mediators = jnp.zeros((n, k), dtype)
-        for j in range(k):
-            treatment = jnp.full((n,), codes[j], dtype)
-            context = graph.context(j, treatment, mediators, covariates)
-            value = apply_batched(
-                model.generators[j], "sample", params[j], chain_noise[j], context
-            )[:, 0]
-            mediators = mediators.at[:, j].set(value)
-        return mediators
-
-    chains = jax.vmap(chain)(arm.mediators, noise)  # (C, n, k)
     mediators = chains[arm.sources, :, jnp.arange(k)].T  # (n, k)
     if coupled is not None and graph.mediators[coupled].kind == "binary":
         args = (mediators, covariates, noise, outcome_noise[:, 0], coupled, rho, projection)
@@ -209,6 +234,36 @@ def _forward(
     context = graph.context(k, treatment, mediators, covariates)
     value = apply_batched(model.generators[k], "sample", params[k], outcome_noise, context)[:, 0]
     return value, mediators
+
+
+def _outcomes(
+    model: Model,
+    params: tuple,
+    arms: Arms,
+    covariates: jax.Array,
+    noise: tuple,
+    outcome_noise: jax.Array,
+    coupled: int | None = None,
+    rho: jax.Array | float = 0.0,
+    projection: LatentProjection | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Every arm on shared rows and noise: ``(outcome (n_arms, n), mediators (n_arms, n, k))``."""
+    chains = _arm_chains(model, params, arms, covariates, noise)
+    per_arm = Arms(arms.outcome, arms.mediators, arms.sources)
+    return jax.vmap(
+        lambda arm, arm_chains: _forward(
+            model,
+            params,
+            arm,
+            arm_chains,
+            covariates,
+            noise,
+            outcome_noise,
+            coupled,
+            rho,
+            projection,
+        )
+    )(per_arm, chains)
 
 
 def _chunk(
@@ -231,9 +286,9 @@ def _chunk(
     rows = jax.random.choice(row_key, covariates.shape[0], (size,), p=weights)
     x = covariates[rows]
     noise, outcome_noise = _noise(model, noise_keys, size, arms.mediators.shape[1], x.dtype)
-    outcome, mediators = jax.vmap(
-        lambda arm: _forward(model, params, arm, x, noise, outcome_noise, coupled, rho, projection)
-    )(arms)
+    outcome, mediators = _outcomes(
+        model, params, arms, x, noise, outcome_noise, coupled, rho, projection
+    )
     return outcome, mediators, rows
 
 
@@ -278,7 +333,7 @@ def simulate_rows(
     """
     n = covariates.shape[0]
     dtype = covariates.dtype
-    arms = Arms(arms.outcome.astype(dtype), arms.mediators.astype(dtype), arms.sources)
+    arms = arms.with_dtype(dtype)
     node_keys = jax.random.split(key, len(model.generators))
     num_chains = arms.mediators.shape[1]
 
@@ -297,9 +352,7 @@ def simulate_rows(
         )
         outcome_noise = outcome_noise.reshape(m * draws_per_row, -1)
         x = jnp.repeat(cov, draws_per_row, axis=0)
-        outcome, mediators = jax.vmap(
-            lambda arm: _forward(model, params, arm, x, noise, outcome_noise)
-        )(arms)
+        outcome, mediators = _outcomes(model, params, arms, x, noise, outcome_noise)
         # Rows first, for the device split: (m, n_arms, R) and (m, n_arms, R, k).
         n_arms = outcome.shape[0]
         outcome = outcome.reshape(n_arms, m, draws_per_row)
@@ -351,7 +404,7 @@ def simulate_packed(
     if arms.mediators.ndim != 3 or arms.mediators.shape[2] != k:
         raise ArgumentError(f"arms: mediators must be (n_arms, C, {k}), got {arms.mediators.shape}")
     dtype = covariates.dtype
-    arms = Arms(arms.outcome.astype(dtype), arms.mediators.astype(dtype), arms.sources)
+    arms = arms.with_dtype(dtype)
     if covariates.ndim != 2 or covariates.shape[1] != model.num_covariates:
         raise ArgumentError(
             f"covariates must have shape (n, {model.num_covariates}), got {covariates.shape}"

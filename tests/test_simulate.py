@@ -31,6 +31,29 @@ def test_arms_share_mediator_draws_under_the_same_treatment(mdn_fit):
     np.testing.assert_array_equal(draws.mediators[0], draws.mediators[2])
 
 
+def test_each_distinct_chain_is_drawn_once_with_the_same_draws(mdn_fit):
+    # The natural effects' 4 arms read 2 distinct mediator chains; interventional arms mix
+    # chains by position. Drawing each distinct chain once must give every arm's own draws.
+    model, params, x, w = mdn_fit
+    packed = dj.Arms.pack(ARMS)
+    np.testing.assert_array_equal(packed.chain_index, [[0], [1], [0], [1]])  # a_M = 1, 0, 1, 0
+    np.testing.assert_array_equal(packed.representatives, [[0, 0], [1, 0]])
+    own = packed._replace(chain_index=None, representatives=None)
+    key = jax.random.key(4)
+    shared = dj.simulate_packed(model, params, key, x, w, packed, DRAWS)
+    separate = dj.simulate_packed(model, params, key, x, w, own, DRAWS)
+    np.testing.assert_array_equal(shared.outcome, separate.outcome)
+    np.testing.assert_array_equal(shared.mediators, separate.mediators)
+    two = [
+        dj.Arm.marginal("Y(1;G_M1(1),G_M2(0))", 1.0, (1.0, 0.0)),  # chains (1, 1) and (0, 0)
+        dj.Arm.joint("Y(1,M1(1),M2(1))", 1.0, (1.0, 1.0)),  # chain (1, 1), padded with itself
+    ]
+    mixed = dj.Arms.pack(two)
+    # Position 0 under (1, 1) in both arms is one chain; 3 distinct chains of the 4 positions.
+    np.testing.assert_array_equal(mixed.chain_index, [[0, 1], [0, 2]])
+    assert mixed.representatives.shape == (3, 2)
+
+
 def test_common_random_numbers_reduce_effect_variance(mdn_fit):
     # Monte Carlo SD of the NDE_control mean, Y(1, M(0)) - Y(0, M(0)), over seeds, with common
     # random numbers versus each arm simulated with its own key. Under H0 (no reduction) the
