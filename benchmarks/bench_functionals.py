@@ -90,8 +90,7 @@ def effect_rows(repeats: int) -> None:
     general = jax.jit(lambda v: effect_values(layout, SPEC, v))
     binary = jax.jit(lambda v: effect_values(layout, SPEC, v, binary=True))
     for n in SIZES:
-        key_normal, key_flip = jax.random.split(jax.random.key(n))
-        normal = jax.random.normal(key_normal, (4, n))
+        normal = jax.random.normal(jax.random.key(n), (4, n))
         ones = (normal > 0.3).astype(jnp.float32)
         t = interleaved(
             {"normal": (general, normal), "general": (general, ones), "binary": (binary, ones)},
