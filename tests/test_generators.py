@@ -491,6 +491,21 @@ def test_untrained_flow_is_standard_normal():
     np.testing.assert_allclose(_apply(flow, "sample", variables, noise, context), noise, atol=1e-5)
 
 
+def test_flow_output_init_draws_the_conditioner_output_kernel():
+    # 0 (the default): a zero output layer, the identity flow; s > 0: kernel entries of SD s,
+    # so the untrained flow moves off the identity but stays invertible.
+    for scale in (0.0, 0.1):
+        flow = SplineFlow(num_layers=2, hidden=(16,), output_init=scale)
+        variables = init_params(flow, jax.random.key(0), CONTEXT_DIM)
+        layers = variables["params"]["conditioner"]
+        kernel = np.asarray(layers[sorted(layers)[-1]]["kernel"])
+        assert kernel.std() == pytest.approx(scale, rel=0.15, abs=1e-12)
+        noise, context = _inputs(flow, 32)
+        x = _apply(flow, "sample", variables, noise, context)
+        np.testing.assert_allclose(_apply(flow, "inverse", variables, x, context), noise, atol=1e-4)
+        assert (np.max(np.abs(x - noise)) > 1e-3) == (scale > 0)
+
+
 def test_flow_per_layer_conditioners_match_contract():
     flow = SplineFlow(shared_conditioner=False, num_layers=3, hidden=(8,))
     variables = _variables(flow)

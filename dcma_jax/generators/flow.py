@@ -220,15 +220,18 @@ def flow_inverse(
 
 
 class _Conditioner(nn.Module):
-    """Context MLP with SiLU hidden layers and a zero-initialised output layer.
+    """Context MLP with SiLU hidden layers and an output layer initialised near zero.
 
-    The zero output layer makes every flow layer start as the identity, so an initialised
-    flow is its linear baseline: ``N(0, 1)`` from ``init``, the least-squares linear-Gaussian
-    fit after ``warm_start``.
+    With ``output_init = 0`` (the default) the output layer is zero, so every flow layer
+    starts as the identity and an initialised flow is its linear baseline: ``N(0, 1)`` from
+    ``init``, the least-squares linear-Gaussian fit after ``warm_start``. A positive value
+    draws its kernel from ``N(0, output_init^2)``: the start is then only close to the
+    baseline, but the hidden layers get gradients from the first step.
     """
 
     hidden: Sequence[int]
     out: int
+    output_init: float = 0.0
 
     @nn.compact
     def __call__(self, context: jax.Array) -> jax.Array:
@@ -236,7 +239,8 @@ class _Conditioner(nn.Module):
         for width in self.hidden:
             h = nn.silu(nn.Dense(width)(h))
         zeros = nn.initializers.zeros
-        return nn.Dense(self.out, kernel_init=zeros, bias_init=zeros)(h)
+        kernel = nn.initializers.normal(self.output_init) if self.output_init else zeros
+        return nn.Dense(self.out, kernel_init=kernel, bias_init=zeros)(h)
 
 
 class SplineFlow(Generator):
@@ -261,6 +265,8 @@ class SplineFlow(Generator):
       shared_conditioner: one MLP emits every layer's parameters (default; fewer FLOPs, the
         context is the only input for a 1-D node). ``False``: one MLP a layer.
       min_scale: floor of the affine scales ``b_l(c)``.
+      output_init: SD of the conditioner's initial output kernel; 0 (the default) starts the
+        flow exactly at its linear baseline.
 
     Example:
       >>> flow = SplineFlow()
@@ -282,6 +288,7 @@ class SplineFlow(Generator):
     bound: float = 5.0
     shared_conditioner: bool = True
     min_scale: float = 1e-3
+    output_init: float = 0.0
 
     def setup(self) -> None:
         if self.num_layers < 1 or self.num_bins < 2 or self.bound <= 0:
@@ -290,14 +297,21 @@ class SplineFlow(Generator):
         self.baseline = LinearBaseline()
         if self.shared_conditioner:
             self.conditioners = [
-                _Conditioner(tuple(self.hidden), self.num_layers * width, name="conditioner")
+                _Conditioner(
+                    tuple(self.hidden),
+                    self.num_layers * width,
+                    self.output_init,
+                    name="conditioner",
+                )
             ]
         else:
             # One plain MLP a layer. They all read the same context, so they are independent:
             # a short static list of modules compiles to plain matmuls (a vmapped stack of
             # MLPs compiles to batched matmuls with transposes, measured 1.3-2x slower on CPU).
             self.conditioners = [
-                _Conditioner(tuple(self.hidden), width, name=f"conditioner_{layer}")
+                _Conditioner(
+                    tuple(self.hidden), width, self.output_init, name=f"conditioner_{layer}"
+                )
                 for layer in range(self.num_layers)
             ]
 
