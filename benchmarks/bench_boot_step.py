@@ -29,13 +29,12 @@ import datetime
 import functools
 import os
 import platform
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
+from _timing import Report, interleaved
 
 import dcma_jax as dj
 from dcma_jax.datasets import load_default_study
@@ -47,25 +46,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "boot_step_cpu.txt"
 BATCH = 256
 STEPS = 20  # steps a timed call runs in one lax.scan, as the training loop does
 
-_lines: list[str] = []
-
-
-def say(line: str = "") -> None:
-    print(line, flush=True)
-    _lines.append(line)
-
-
-def interleaved(calls: dict[str, tuple], repeats: int) -> dict[str, float]:
-    """Median seconds of ``fn(*args)`` for ``name: (fn, *args)``, round-robin after a warm-up."""
-    for fn, *args in calls.values():
-        jax.block_until_ready(fn(*args))
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, (fn, *args) in calls.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}
+REPORT = Report()
+say = REPORT.say
 
 
 def main() -> None:
@@ -188,8 +170,7 @@ def main() -> None:
         "that grows with the replicates, bounds what vmapping can gain"
     )
     say(f"load avg at the end {os.getloadavg()[0]:.1f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(_lines) + "\n")
+    REPORT.write(args.out)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from pathlib import Path
 import pandas as pd
 import statsmodels
 import statsmodels.api as sm
+from _timing import Report
 from statsmodels.stats.mediation import Mediation
 
 RESULTS = Path(__file__).resolve().parent / "results" / "framing_cpu.txt"
@@ -52,12 +53,8 @@ FLAGS = [
     "--generator", "linear", "--link", "probit", "--no-plots",
 ]  # fmt: skip
 
-_lines: list[str] = []
-
-
-def say(line: str = "") -> None:
-    print(line, flush=True)
-    _lines.append(line)
+REPORT = Report()
+say = REPORT.say
 
 
 def command(args: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -128,8 +125,7 @@ def main() -> None:
         f"statsmodels / dcma run (cache warm): {reference / warm:.2f}"
     )
     say(f"load avg at the end {os.getloadavg()[0]:.1f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(_lines) + "\n")
+    REPORT.write(args.out)
 
 
 if __name__ == "__main__":

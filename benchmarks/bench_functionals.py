@@ -26,12 +26,12 @@ import argparse
 import datetime
 import os
 import platform
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import Report, interleaved
 
 from dcma_jax import functionals
 from dcma_jax.estimands import FunctionalSpec, effect_values, natural_effects
@@ -40,25 +40,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "functionals_cpu.txt"
 SIZES = (20_000, 100_000, 1_000_000)
 SPEC = FunctionalSpec((0.1, 0.25, 0.5, 0.75, 0.9), (0.0,), functionals.DISTANCE_FUNCTIONALS)
 
-_lines: list[str] = []
-
-
-def say(line: str = "") -> None:
-    print(line, flush=True)
-    _lines.append(line)
-
-
-def interleaved(calls: dict[str, tuple], repeats: int) -> dict[str, float]:
-    """Median seconds of ``fn(*args)`` for ``name: (fn, *args)``, round-robin after a warm-up."""
-    for fn, *args in calls.values():
-        jax.block_until_ready(fn(*args))
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, (fn, *args) in calls.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}
+REPORT = Report()
+say = REPORT.say
 
 
 def sort_rows(repeats: int) -> None:
@@ -117,8 +100,7 @@ def main() -> None:
     sort_rows(args.repeats)
     effect_rows(args.repeats)
     say(f"load avg at the end {os.getloadavg()[0]:.1f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(_lines) + "\n")
+    REPORT.write(args.out)
 
 
 if __name__ == "__main__":
