@@ -307,8 +307,9 @@ def sort_draws(draws: jax.Array, binary: bool = False) -> jax.Array:
     if not binary:
         return functionals.sort(draws)
     n = draws.shape[-1]
-    ones = jnp.sum(draws, axis=-1, keepdims=True)
-    return (jnp.arange(n, dtype=draws.dtype) >= n - ones).astype(draws.dtype)
+    # Counted in int32: a float32 sum of ones is exact only up to 2^24 draws.
+    ones = jnp.sum(draws.astype(jnp.int32), axis=-1, keepdims=True)
+    return (jnp.arange(n, dtype=jnp.int32) >= n - ones).astype(draws.dtype)
 
 
 def _binary_distance(name: str, x: jax.Array, y: jax.Array) -> jax.Array:
@@ -318,7 +319,8 @@ def _binary_distance(name: str, x: jax.Array, y: jax.Array) -> jax.Array:
     ``W1 = KS = |gap|`` and the (V-statistic) energy distance is ``2 gap^2``: what the pooled
     merge of :mod:`dcma_jax.functionals` computes, without it.
     """
-    gap = jnp.mean(y, axis=-1) - jnp.mean(x, axis=-1)
+    ones = jnp.sum(y.astype(jnp.int32) - x.astype(jnp.int32), axis=-1)
+    gap = ones.astype(x.dtype) / x.shape[-1]
     return 2.0 * jnp.square(gap) if name == "energy" else jnp.abs(gap)
 
 

@@ -153,8 +153,9 @@ def sort(x: jax.Array) -> jax.Array:
     compiled float comparator (which orders ``-0.0`` and NaN) once per comparison; sorting the
     order-preserving integer image of the floats instead is about 6x faster at 20,000 float32
     draws (``benchmarks/bench_functionals.py``). The values equal ``jnp.sort``'s, except that a
-    ``-0.0`` comes back as ``0.0`` and a NaN as the canonical NaN. Differentiable: the tangent
-    is permuted like the values (by a stable argsort, at ``jnp.sort``'s cost).
+    ``-0.0`` comes back as ``0.0``, a NaN as the canonical NaN and, where XLA flushes
+    subnormals to zero (CPU), a subnormal as ``0.0``. Differentiable: the tangent is permuted
+    like the values (by a stable argsort, at ``jnp.sort``'s cost).
     """
     x = jnp.asarray(x)
     return _from_keys(jnp.sort(_order_keys(x), axis=-1), x.dtype)
