@@ -23,7 +23,9 @@ Arms are :class:`dcma_jax.arms.Arm` values (parsed from expressions such as ``"Y
 Common random numbers: within a chunk, the covariate rows, the outcome noise and each chain's
 mediator noise are drawn once and shared by all arms; chains get independent noise (chain 0's
 is exactly the single-chain noise, so joint arms draw the same numbers whatever ``C`` is).
-All arms are ``vmap``ped in one compiled call.
+A chain in the same position and under the same codes is the same draws in every arm, so each
+distinct chain is drawn once and gathered to the arms that read it
+(:attr:`~dcma_jax.arms.Arms.chain_index`). All arms are ``vmap``ped in one compiled call.
 
 Draws are produced in chunks under ``lax.map`` so memory for intermediate activations stays
 bounded as the number of draws grows; only the returned samples scale with it.
