@@ -107,7 +107,8 @@ class Arms(NamedTuple):
         distinct chain ``chain_index[i, c]``. Chains in the same position ``c`` (so with the
         same noise) and with the same codes are the same draws, so the core draws each distinct
         chain once and the arms read it: the natural effects' four arms need two mediator
-        chains, not four. :meth:`pack` fills it; ``None`` draws every arm's chains.
+        chains, not four. A chain the outcome reads no mediator from (padding) is not drawn.
+        :meth:`pack` fills it; ``None`` draws every arm's chains.
       representatives: ``(U, 2)`` integers ``(arm, chain)``, one per distinct chain, whose
         codes it takes (so derivatives in the codes flow through it); ``None`` with
         ``chain_index``.
@@ -130,12 +131,15 @@ class Arms(NamedTuple):
         chains = [a.chains + (a.chains[-1],) * (c - len(a.chains)) for a in arms]
         distinct: dict[tuple, int] = {}
         representatives, index = [], []
-        for i, arm_chains in enumerate(chains):
-            for position, codes in enumerate(arm_chains):
-                if (position, codes) not in distinct:
-                    distinct[(position, codes)] = len(representatives)
+        for i, (arm, arm_chains) in enumerate(zip(arms, chains, strict=True)):
+            read = sorted(set(arm.sources))
+            for position in read:
+                if (position, arm_chains[position]) not in distinct:
+                    distinct[(position, arm_chains[position])] = len(representatives)
                     representatives.append((i, position))
-            index.append([distinct[(p, codes)] for p, codes in enumerate(arm_chains)])
+            # A chain the outcome never reads (padding) is not drawn: it points at one it does.
+            positions = [p if p in read else read[0] for p in range(c)]
+            index.append([distinct[(p, arm_chains[p])] for p in positions])
         return cls(
             jnp.asarray([a.outcome for a in arms], dtype),
             jnp.asarray(chains, dtype),
