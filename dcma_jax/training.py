@@ -209,6 +209,7 @@ def _optimise(
         x_val, c_val, w_val = x[val_rows], context[val_rows], weights[val_rows]
         train_weights = jnp.zeros_like(weights).at[train_rows].set(weights[train_rows])
     params = module.warm_start(params, x, context, train_weights)
+    baseline = module.baseline(params)
     loss_and_grad = jax.value_and_grad(functools.partial(_mean_loss, module))
 
     def minibatch_step(carry, batch_and_key):
@@ -288,8 +289,20 @@ def _optimise(
     )
     final = jax.lax.while_loop(keep_going, epoch, init)
     best_val = start_val if fixed else final.best_val
-    info = FitInfo(final.epoch, best_val, final.diverged, final.best_epoch)
-    return final.best_params, info
+    best_params, best_epoch = final.best_params, final.best_epoch
+    if baseline is not None:
+        # The generator's linear baseline is a candidate too (its start is only close to it):
+        # kept where no trained epoch beats it on held-out rows, or where none was trained.
+        if fixed:
+            keep = final.epoch == 0
+        else:
+            baseline_val = _mean_loss(module, baseline, x_val, c_val, w_val, val_key)
+            keep = baseline_val <= best_val
+            best_val = jnp.where(keep, baseline_val, best_val)
+        best_params = jax.tree.map(lambda b, p: jnp.where(keep, b, p), baseline, best_params)
+        best_epoch = jnp.where(keep, 0, best_epoch)
+    info = FitInfo(final.epoch, best_val, final.diverged, best_epoch)
+    return best_params, info
 
 
 def _fit_rows(

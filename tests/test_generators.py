@@ -484,16 +484,16 @@ def test_zero_parameters_give_identity_spline():
     np.testing.assert_allclose(log_det, 0.0, atol=1e-6)
 
 
-def test_untrained_flow_is_standard_normal():
-    flow = SplineFlow(num_layers=2, hidden=(16,))
+def test_untrained_flow_with_a_zero_output_layer_is_standard_normal():
+    flow = SplineFlow(num_layers=2, hidden=(16,), output_init=0.0)
     variables = jax.jit(init_params, static_argnums=(0, 2))(flow, jax.random.key(0), CONTEXT_DIM)
     noise, context = _inputs(flow, 32)
     np.testing.assert_allclose(_apply(flow, "sample", variables, noise, context), noise, atol=1e-5)
 
 
 def test_flow_output_init_draws_the_conditioner_output_kernel():
-    # 0 (the default): a zero output layer, the identity flow; s > 0: kernel entries of SD s,
-    # so the untrained flow moves off the identity but stays invertible.
+    # 0: a zero output layer, the identity flow; s > 0 (0.1 the default): kernel entries of
+    # SD s, so the untrained flow moves off the identity but stays invertible.
     for scale in (0.0, 0.1):
         flow = SplineFlow(num_layers=2, hidden=(16,), output_init=scale)
         variables = init_params(flow, jax.random.key(0), CONTEXT_DIM)
@@ -730,10 +730,11 @@ def _linear_rows(n: int = 400, seed: int = 3):
 
 
 def test_warm_started_flow_is_the_weighted_least_squares_fit():
-    """A fresh flow's splines and affine maps are identities, so after ``warm_start`` its law
-    is exactly ``N(b + c' beta, sigma^2)`` of the weighted least-squares fit (numpy's, on the
-    rows of positive weight; sigma^2 the weighted mean squared residual)."""
-    flow = SplineFlow(num_layers=2, hidden=(16,))  # test_untrained_flow's: one compiled init
+    """With a zero output layer a fresh flow's splines and affine maps are identities, so after
+    ``warm_start`` its law is exactly ``N(b + c' beta, sigma^2)`` of the weighted least-squares
+    fit (numpy's, on the rows of positive weight; sigma^2 the weighted mean squared residual)."""
+    # test_untrained_flow_with_a_zero_output_layer's flow: one compiled init
+    flow = SplineFlow(num_layers=2, hidden=(16,), output_init=0.0)
     x, context, weights = _linear_rows()
     # Both jitted: op-by-op dispatch of the initialisation and of the solve took seconds.
     initial = jax.jit(init_params, static_argnums=(0, 2))(flow, jax.random.key(0), CONTEXT_DIM)
