@@ -208,7 +208,7 @@ def _child(spec: dict) -> dict:
     _, model, covariates, weights, arms = _setup(spec["gen"])
     params = _load_params(spec["params"], spec["gen"])
     key = jax.random.key(0)
-    fn = simulate_packed if spec.get("variant", "library") == "library" else _inplace_jitted()
+    fn = simulate_packed if spec.get("variant", "library") == "library" else _stacked_jitted()
     t0 = time.perf_counter()
     compiled = fn.lower(
         model,
@@ -293,15 +293,13 @@ def _output_bytes(draws: int, num_mediators: int = 1) -> int:
 # what-if: simulate writing each chunk into the final buffers
 
 
-def _simulate_inplace_impl(model, params, key, covariates, weights, arms, num_draws, chunk_size):
-    """``simulate_packed`` with chunks written in place into ``(n_arms, num_draws)`` buffers.
+def _simulate_stacked_impl(model, params, key, covariates, weights, arms, num_draws, chunk_size):
+    """``simulate_packed`` as it was before chunks were written in place (the reference).
 
-    ``lax.map`` stacks chunk results as ``(n_chunks, n_arms, size)``; turning that into
-    ``(n_arms, num_draws)`` (moveaxis, reshape, trim) needs a second output-sized buffer. Here a
-    ``fori_loop`` writes chunk ``i`` with ``dynamic_update_slice`` at
-    ``min(i * size, num_draws - size)``: buffers are final-sized from the start and the last
-    chunk overlaps the one before instead of being trimmed, so no copy is needed. Draws equal
-    the library's except in the last chunk. Uses the library's ``_chunk`` and arm handling.
+    ``lax.map`` stacks the chunk results as ``(n_chunks, n_arms, size)``; moveaxis, reshape and
+    trim lay them out as ``(n_arms, num_draws)``, which needs a second output-sized buffer. The
+    last chunk is trimmed, so draws equal the library's except in the last chunk. Uses the
+    library's ``_chunk`` and arm handling.
     """
     import jax
     import jax.numpy as jnp
@@ -309,37 +307,26 @@ def _simulate_inplace_impl(model, params, key, covariates, weights, arms, num_dr
     # The module, not the function: dcma_jax/__init__ rebinds the name ``simulate``.
     lib = importlib.import_module("dcma_jax.simulate")
     k = model.graph.num_mediators
-    dtype = covariates.dtype
-    arms = arms.with_dtype(dtype)
+    arms = arms.with_dtype(covariates.dtype)
     n_arms = arms.outcome.shape[0]
     size = min(chunk_size, num_draws)
     probs = weights / jnp.sum(weights)
-
-    def body(i, buffers):
-        outcome, mediators, rows = lib._chunk(
+    outcome, mediators, rows = jax.lax.map(
+        lambda i: lib._chunk(
             model, params, jax.random.fold_in(key, i), covariates, probs, arms, size
-        )
-        start = jnp.minimum(i * size, num_draws - size)
-        return (
-            jax.lax.dynamic_update_slice(buffers[0], outcome, (0, start)),
-            jax.lax.dynamic_update_slice(buffers[1], mediators, (0, start, 0)),
-            jax.lax.dynamic_update_slice(buffers[2], rows, (start,)),
-        )
-
-    init = (
-        jnp.zeros((n_arms, num_draws), dtype),
-        jnp.zeros((n_arms, num_draws, k), dtype),
-        jnp.zeros((num_draws,), jnp.int32),
+        ),
+        jnp.arange(-(-num_draws // size)),
     )
-    outcome, mediators, rows = jax.lax.fori_loop(0, -(-num_draws // size), body, init)
-    return lib.Draws(outcome, mediators, rows)
+    outcome = jnp.moveaxis(outcome, 0, 1).reshape(n_arms, -1)[:, :num_draws]
+    mediators = jnp.moveaxis(mediators, 0, 1).reshape(n_arms, -1, k)[:, :num_draws]
+    return lib.Draws(outcome, mediators, rows.reshape(-1)[:num_draws])
 
 
 @functools.cache
-def _inplace_jitted():
+def _stacked_jitted():
     import jax
 
-    return jax.jit(_simulate_inplace_impl, static_argnames=("model", "num_draws", "chunk_size"))
+    return jax.jit(_simulate_stacked_impl, static_argnames=("model", "num_draws", "chunk_size"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,10 +336,11 @@ def _inplace_jitted():
 def bench_sizes(sizes: list[int], params_path: str, log) -> list[str]:
     from dcma_jax.simulate import DEFAULT_CHUNK
 
-    # Every (generator, size), then the in-place-output what-if for linear at the largest size
-    # (its memory story is the mdn's too: see the XLA temp column).
+    # Every (generator, size), then the stacked-output reference (the library before chunks were
+    # written in place) for linear at the largest size (its memory story is the mdn's too: see
+    # the XLA temp column).
     plan = [(gen, draws, "library") for gen in GENERATORS for draws in sizes]
-    plan.append(("linear", max(sizes), "inplace"))
+    plan.append(("linear", max(sizes), "stacked"))
     rows = []
     for gen, draws, variant in plan:
         repeats, warmup = (MDN_REPEATS if gen == "mdn" else REPEATS)[draws]
@@ -376,7 +364,7 @@ def bench_sizes(sizes: list[int], params_path: str, log) -> list[str]:
         wall, share = _median_share(res["times"])
         rows.append(
             [
-                gen if variant == "library" else f"{gen} [what-if: in-place output]",
+                gen if variant == "library" else f"{gen} [before: stacked output]",
                 f"{draws:.0e}",
                 str(DEFAULT_CHUNK),
                 str(repeats),

@@ -27,8 +27,10 @@ A chain in the same position and under the same codes is the same draws in every
 distinct chain is drawn once and gathered to the arms that read it
 (:attr:`~dcma_jax.arms.Arms.chain_index`). All arms are ``vmap``ped in one compiled call.
 
-Draws are produced in chunks under ``lax.map`` so memory for intermediate activations stays
-bounded as the number of draws grows; only the returned samples scale with it.
+Draws are produced in chunks, each written in place into the final buffers (the last chunk
+ending at the last draw, overlapping the one before), so memory for intermediate activations
+stays bounded as the number of draws grows; only the returned samples scale with it. On
+several devices the chunks are split across them and joined in the same layout.
 """
 
 from __future__ import annotations
@@ -415,32 +417,77 @@ def simulate_packed(
     n_chunks = -(-num_draws // size)
     probs = weights / jnp.sum(weights)
 
-    def chunks(indices, shared):
+    def draw(i, shared):
         params, key, covariates, probs, arms, rho, projection = shared
-        return jax.lax.map(
-            lambda i: _chunk(
-                model,
-                params,
-                jax.random.fold_in(key, i),
-                covariates,
-                probs,
-                arms,
-                size,
-                coupled,
-                rho,
-                projection,
-            ),
-            indices,
-        )
+        key = jax.random.fold_in(key, i)
+        return _chunk(model, params, key, covariates, probs, arms, size, coupled, rho, projection)
 
     shared = (params, key, covariates, probs, arms, rho, projection)
-    outcome, mediators, rows = devices.map_over_devices(
-        chunks, devices.resolve(mesh), jnp.arange(n_chunks), shared
+    mesh = devices.resolve(mesh)
+    if mesh.devices.size == 1:
+        return Draws(*_draw_in_place(functools.partial(draw, shared=shared), n_chunks, num_draws))
+    stacked = devices.map_over_devices(
+        lambda indices, shared: jax.lax.map(lambda i: draw(i, shared), indices),
+        mesh,
+        jnp.arange(n_chunks),
+        shared,
     )
-    n_arms = arms.outcome.shape[0]
-    outcome = jnp.moveaxis(outcome, 0, 1).reshape(n_arms, -1)[:, :num_draws]
-    mediators = jnp.moveaxis(mediators, 0, 1).reshape(n_arms, -1, k)[:, :num_draws]
-    return Draws(outcome, mediators, rows.reshape(-1)[:num_draws])
+    joined = zip(stacked, DRAW_AXES, strict=True)
+    return Draws(*(_join_chunks(v, axis, num_draws) for v, axis in joined))
+
+
+# The draws axis of ``_chunk``'s outputs: outcome (n_arms, size), mediators (n_arms, size, k),
+# rows (size,).
+DRAW_AXES = (1, 1, 0)
+
+
+def _chunk_start(i: jax.Array | int, size: int, num_draws: int) -> jax.Array | int:
+    """Where chunk ``i`` starts: ``i * size``, but the last chunk ends at ``num_draws``.
+
+    It overlaps the one before rather than being trimmed, so no buffer exceeds the draws kept.
+    """
+    return jnp.minimum(i * size, num_draws - size)
+
+
+def _draw_in_place(draw, n_chunks: int, num_draws: int) -> tuple[jax.Array, ...]:
+    """``draw(i)`` for every chunk, written in place into final-sized buffers.
+
+    A ``fori_loop`` of ``dynamic_update_slice``: peak memory is the draws kept plus one
+    chunk's work.
+
+    ``lax.map`` would stack the chunks as ``(n_chunks, n_arms, size)`` and need a second
+    output-sized buffer to lay them out (``benchmarks/bench_core.py`` section 1: at 1e7 linear
+    draws peak RSS 617 -> 317 MiB, 1.4x faster).
+    """
+    chunk = jax.eval_shape(draw, 0)
+    size = chunk[0].shape[DRAW_AXES[0]]
+
+    def final(part, axis):
+        shape = (*part.shape[:axis], num_draws, *part.shape[axis + 1 :])
+        return jnp.zeros(shape, part.dtype)
+
+    def body(i, buffers):
+        start = _chunk_start(i, size, num_draws)
+        return tuple(
+            jax.lax.dynamic_update_slice_in_dim(buffer, part, start, axis)
+            for buffer, part, axis in zip(buffers, draw(i), DRAW_AXES, strict=True)
+        )
+
+    buffers = tuple(final(part, axis) for part, axis in zip(chunk, DRAW_AXES, strict=True))
+    return jax.lax.fori_loop(0, n_chunks, body, buffers)
+
+
+def _join_chunks(stacked: jax.Array, axis: int, num_draws: int) -> jax.Array:
+    """Stacked chunk results ``(n_chunks, ...)`` laid out along ``axis`` as in place.
+
+    Chunks ``0 .. n - 2`` give the first ``num_draws - size`` draws, the last the final ``size``
+    (:func:`_draw_in_place`'s layout, so the draws are the same on any number of devices).
+    """
+    size = stacked.shape[axis + 1]
+    lead = jnp.moveaxis(stacked[:-1], 0, axis)
+    lead = lead.reshape(*lead.shape[:axis], -1, *lead.shape[axis + 2 :])
+    lead = jax.lax.slice_in_dim(lead, 0, num_draws - size, axis=axis)
+    return jnp.concatenate([lead, stacked[-1]], axis=axis)
 
 
 def simulate(

@@ -106,9 +106,18 @@ def test_second_call_does_not_retrace(mdn_fit):
     assert dj.simulate_packed._cache_size() == before
 
 
-def test_chunking_bounds_outputs_exactly(mdn_fit):
-    # A draw count that is not a multiple of the chunk size is trimmed, not padded.
+def test_chunks_are_laid_out_in_order_the_last_ending_at_the_last_draw(mdn_fit):
+    # 750 draws in chunks of 250 are chunks 0, 1, 2 (keys fold_in(key, i)). 626 draws are three
+    # chunks too, the last written over the end of chunk 1 (at 376..626), not trimmed: no buffer
+    # outgrows the draws kept.
     model, params, x, w = mdn_fit
-    draws = dj.simulate(model, params, jax.random.key(7), x, w, ARMS, DRAWS + 1, chunk_size=250)
-    assert draws.outcome.shape == (4, DRAWS + 1)
-    assert np.all(np.isfinite(draws.outcome))
+    key = jax.random.key(7)
+    whole = dj.simulate(model, params, key, x, w, ARMS, 750, chunk_size=250)
+    part = dj.simulate(model, params, key, x, w, ARMS, 626, chunk_size=250)
+    assert part.outcome.shape == (4, 626) and part.mediators.shape == (4, 626, 1)
+    for field, axis in (("outcome", 1), ("mediators", 1), ("rows", 0)):
+        got, full = np.asarray(getattr(part, field)), np.asarray(getattr(whole, field))
+        np.testing.assert_array_equal(got.take(range(376), axis), full.take(range(376), axis))
+        np.testing.assert_array_equal(
+            got.take(range(376, 626), axis), full.take(range(500, 750), axis)
+        )
