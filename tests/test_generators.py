@@ -492,8 +492,8 @@ def test_untrained_flow_with_a_zero_output_layer_is_standard_normal():
 
 
 def test_flow_output_init_draws_the_conditioner_output_kernel():
-    # 0: a zero output layer, the identity flow; s > 0 (0.1 the default): kernel entries of
-    # SD s, so the untrained flow moves off the identity but stays invertible.
+    # 0 (the default): a zero output layer, the identity flow; s > 0: kernel entries of SD s,
+    # so the untrained flow moves off the identity but stays invertible.
     for scale in (0.0, 0.1):
         flow = SplineFlow(num_layers=2, hidden=(16,), output_init=scale)
         variables = init_params(flow, jax.random.key(0), CONTEXT_DIM)

@@ -141,8 +141,9 @@ def _zero_output(variables) -> bool:
 
 
 def test_flow_keeps_its_linear_baseline_where_training_cannot_beat_it():
-    """The flow's output kernel starts N(0, 0.1^2), so its start is only near its linear
-    baseline; ``SplineFlow.baseline`` (the zero output layer) is a candidate of its own.
+    """With ``output_init=0.1`` the flow's output kernel starts N(0, 0.1^2), so its start is
+    only near its linear baseline; ``SplineFlow.baseline`` (the zero output layer) is a
+    candidate of its own.
     With a learning rate that moves nothing every trained epoch is the perturbed start, which
     the exact least-squares fit beats on held-out linear-Gaussian rows; with 0 fixed epochs the
     baseline is returned, and it is numpy's least-squares normal law."""
@@ -150,7 +151,7 @@ def test_flow_keeps_its_linear_baseline_where_training_cannot_beat_it():
     c = rng.standard_normal((400, 2)).astype(np.float32)
     x = (0.3 + c @ np.array([0.5, -0.2], np.float32) + 0.8 * rng.standard_normal(400))[:, None]
     x, w = x.astype(np.float32), np.ones(400, np.float32)
-    flow = SplineFlow(hidden=(16,))
+    flow = SplineFlow(hidden=(16,), output_init=0.1)
     frozen = dataclasses.replace(FAST, learning_rate=1e-12)
     variables, info = fit_generator(flow, frozen, jax.random.key(1), x, c, w)
     assert int(info.best_epoch) == 0 and _zero_output(variables)
@@ -171,6 +172,11 @@ def test_flow_trained_epochs_replace_the_baseline_where_they_fit_better():
     x = (np.sin(2.0 * c[:, 0]) + 0.3 * rng.standard_normal(400))[:, None].astype(np.float32)
     config = dataclasses.replace(FAST, max_epochs=30, patience=10)
     variables, info = fit_generator(
-        SplineFlow(hidden=(16,)), config, jax.random.key(1), x, c, np.ones(400, np.float32)
+        SplineFlow(hidden=(16,), output_init=0.1),
+        config,
+        jax.random.key(1),
+        x,
+        c,
+        np.ones(400, np.float32),
     )
     assert int(info.best_epoch) > 0 and not _zero_output(variables)

@@ -222,16 +222,16 @@ def flow_inverse(
 class _Conditioner(nn.Module):
     """Context MLP with SiLU hidden layers and an output layer initialised near zero.
 
-    A positive ``output_init`` draws the output kernel from ``N(0, output_init^2)``: every
-    flow layer starts close to the identity (an initialised flow close to its linear
-    baseline) and the hidden layers get gradients from the first step. With ``0`` the kernel
-    is zero, so the flow starts exactly at its baseline, but the hidden layers get no
-    gradient until the output layer has grown.
+    With ``output_init = 0`` (the default) the output layer is zero, so every flow layer
+    starts as the identity and an initialised flow is its linear baseline: ``N(0, 1)`` from
+    ``init``, the least-squares linear-Gaussian fit after ``warm_start``. A positive value
+    draws its kernel from ``N(0, output_init^2)``: the start is then only close to the
+    baseline, but the hidden layers get gradients from the first step.
     """
 
     hidden: Sequence[int]
     out: int
-    output_init: float = 0.1
+    output_init: float = 0.0
 
     @nn.compact
     def __call__(self, context: jax.Array) -> jax.Array:
@@ -265,10 +265,12 @@ class SplineFlow(Generator):
       shared_conditioner: one MLP emits every layer's parameters (default; fewer FLOPs, the
         context is the only input for a 1-D node). ``False``: one MLP a layer.
       min_scale: floor of the affine scales ``b_l(c)``.
-      output_init: SD of the conditioner's initial output kernel. 0.1 by default: against a
-        zero kernel (which starts the flow exactly at its linear baseline) effect RMSE x0.71-0.78
-        on the binary-mediator SCM, where the outcome's ``A x M`` interaction must be learnt,
-        and x0.86-1.25 (noise) on four others (``experiments/results/flow_tuning.md``).
+      output_init: SD of the conditioner's initial output kernel. 0 (the default) starts the
+        flow exactly at its linear baseline; a positive value starts near it, with the exact
+        baseline kept as a candidate (:meth:`baseline`). No value beat 0 on every recovery
+        SCM: 0.1 lowered the binary-mediator SCM's effect errors, raised the heteroscedastic
+        one's, and with the candidate kept the interaction-free baseline on 4 of 20 data sets
+        (``experiments/results/flow_tuning.md``).
 
     Example:
       >>> flow = SplineFlow()
@@ -290,7 +292,7 @@ class SplineFlow(Generator):
     bound: float = 5.0
     shared_conditioner: bool = True
     min_scale: float = 1e-3
-    output_init: float = 0.1
+    output_init: float = 0.0
 
     def setup(self) -> None:
         if self.num_layers < 1 or self.num_bins < 2 or self.bound <= 0:
