@@ -401,19 +401,38 @@ def bench_sizes(sizes: list[int], params_path: str, log) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# section 2: chunk size at 1e6 draws, mdn
+# section 2: chunk size at 1e6 draws, every generator
 
 
 def bench_chunks(draws: int, params, params_path: str, rounds: int, log) -> list[str]:
+    rows = []
+    for gen in GENERATORS:
+        rows += _chunk_rows(gen, draws, params, params_path, rounds, log)
+    header = [
+        "gen",
+        "draws",
+        "chunk",
+        "rounds",
+        "median s",
+        "cpu s",
+        "arm-draws/s",
+        "cpu/wall",
+        "RSS+ 1st",
+        "XLA temp MiB",
+    ]
+    return _table(header, rows)
+
+
+def _chunk_rows(gen: str, draws: int, params, params_path: str, rounds: int, log) -> list:
+    """One generator's rows: memory from fresh processes, throughput interleaved here."""
     import jax
 
     from dcma_jax.simulate import simulate_packed
 
-    gen = "mdn"
     _, model, covariates, weights, arms = _setup(gen)
     mem = {}
     for chunk in CHUNKS:
-        log(f"chunk {chunk}: memory in a fresh process ...")
+        log(f"{gen} chunk {chunk}: memory in a fresh process ...")
         mem[chunk] = _run_child(
             {
                 "gen": gen,
@@ -426,7 +445,7 @@ def bench_chunks(draws: int, params, params_path: str, rounds: int, log) -> list
         )
     compiled = {}
     for chunk in CHUNKS:
-        log(f"chunk {chunk}: compile + warm-up ...")
+        log(f"{gen} chunk {chunk}: compile + warm-up ...")
         compiled[chunk] = simulate_packed.lower(
             model,
             params[gen],
@@ -470,22 +489,9 @@ def bench_chunks(draws: int, params, params_path: str, rounds: int, log) -> list
                 "n/a" if res["xla_temp"] is None else f"{res['xla_temp'] / MIB:.0f}",
             ]
         )
-    header = [
-        "gen",
-        "draws",
-        "chunk",
-        "rounds",
-        "median s",
-        "cpu s",
-        "arm-draws/s",
-        "cpu/wall",
-        "RSS+ 1st",
-        "XLA temp MiB",
-    ]
-    return _table(header, rows)
+    return rows
 
 
-# --------------------------------------------------------------------------------------------
 # section 3: anatomy of one mdn simulate call, and what-if variants
 
 
@@ -980,7 +986,7 @@ def main(argv: list[str] | None = None) -> None:
             emit(
                 [
                     "",
-                    "== 2. chunk_size at 1e6 draws (mdn): memory from fresh processes, "
+                    "== 2. chunk_size at 1e6 draws (linear and mdn): memory from fresh processes, "
                     "throughput interleaved in one process ==",
                 ]
             )
