@@ -209,7 +209,7 @@ def _optimise(
         x_val, c_val, w_val = x[val_rows], context[val_rows], weights[val_rows]
         train_weights = jnp.zeros_like(weights).at[train_rows].set(weights[train_rows])
     params = module.warm_start(params, x, context, train_weights)
-    baseline = module.baseline(params)
+    baseline = module.baseline_candidate(params)
     loss_and_grad = jax.value_and_grad(functools.partial(_mean_loss, module))
 
     def minibatch_step(carry, batch_and_key):

@@ -120,8 +120,8 @@ Written by hand from the tables below, the recovery study's raw rows and `--traj
 * **... and why s = 0.1 is still not the default.** Made the default, it failed
   `tests/test_recovery.py` on the linear SCM (an indirect effect's RMSE 0.104 against OLS's
   0.046; the test allows 2x): the random start loses the exact least-squares start that early
-  stopping used to keep. `Generator.baseline` (the flow's output layer zeroed) put the exact
-  baseline back as a candidate and the test passed, but on 20 data sets a SCM
+  stopping used to keep. `Generator.baseline_candidate` (the flow's output layer zeroed) put
+  the exact baseline back as a candidate and the test passed, but on 20 data sets a SCM
   (`output_init0.1_baseline`, ratios to mdn, tuning / held-out seeds) binary_mediator went to
   1.39-1.52 / 1.81-2.05: on 4 of 20 data sets the interaction-free baseline won on validation
   NLL by as little as 0.0003 nats and was kept. Without the candidate, another draw of the
@@ -141,11 +141,11 @@ Written by hand from the tables below, the recovery study's raw rows and `--traj
 
 
 class _NoBaselineFlow(SplineFlow):
-    """A flow without the linear-baseline candidate of early stopping (``SplineFlow.baseline``)."""
+    """A flow without early stopping's linear-baseline candidate (``baseline_candidate``)."""
 
     registry_name = None
 
-    def baseline(self, variables):
+    def baseline_candidate(self, variables):
         return None
 
 
@@ -207,8 +207,8 @@ VARIANTS: dict[str, Variant] = {
     ),
     "output_init0.1_baseline": Variant(
         "output_init0.1 with the zero-output linear baseline kept where no trained epoch beats "
-        "it on validation rows (Generator.baseline); the output layer named, so its random "
-        "kernel is another draw than output_init0.1's",
+        "it on validation rows (Generator.baseline_candidate); the output layer named, so its "
+        "random kernel is another draw than output_init0.1's",
         SplineFlow(output_init=0.1),
         SplineFlow(output_init=0.1),
     ),

@@ -142,7 +142,7 @@ def _zero_output(variables) -> bool:
 
 def test_flow_keeps_its_linear_baseline_where_training_cannot_beat_it():
     """With ``output_init=0.1`` the flow's output kernel starts N(0, 0.1^2), so its start is
-    only near its linear baseline; ``SplineFlow.baseline`` (the zero output layer) is a
+    only near its linear baseline; ``SplineFlow.baseline_candidate`` (the zero output layer) is a
     candidate of its own.
     With a learning rate that moves nothing every trained epoch is the perturbed start, which
     the exact least-squares fit beats on held-out linear-Gaussian rows; with 0 fixed epochs the

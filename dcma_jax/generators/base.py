@@ -103,11 +103,11 @@ class Generator(nn.Module):
       least-squares linear-Gaussian fit (:class:`~dcma_jax.generators.networks.LinearBaseline`),
       so that early stopping shrinks them towards that fit rather than towards no dependence
       on the context.
-    * ``baseline(variables) -> variables | None`` (optional, plain method, traced): given the
-      warm-started variables, those of the family's linear baseline where the start is only
-      close to it (a randomly initialised output layer). Early stopping keeps the baseline when
-      no trained epoch beats it on the validation rows, and a fixed-epoch fit of 0 epochs
-      returns it. ``None`` (the default): the start itself is the candidate.
+    * ``baseline_candidate(variables) -> variables | None`` (optional, plain method, traced):
+      given the warm-started variables, those of the family's linear baseline where the start
+      is only close to it (a randomly initialised output layer). Early stopping keeps the
+      baseline when no trained epoch beats it on the validation rows, and a fixed-epoch fit of
+      0 epochs returns it. ``None`` (the default): the start itself is the candidate.
 
     Class attributes a subclass sets:
 
@@ -234,7 +234,7 @@ class Generator(nn.Module):
         return variables
 
     @nn.nowrap
-    def baseline(self, variables: Any) -> Any | None:
+    def baseline_candidate(self, variables: Any) -> Any | None:
         """The linear baseline's variables given the warm-started ones; default ``None``."""
         return None
 

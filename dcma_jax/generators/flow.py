@@ -267,7 +267,7 @@ class SplineFlow(Generator):
       min_scale: floor of the affine scales ``b_l(c)``.
       output_init: SD of the conditioner's initial output kernel. 0 (the default) starts the
         flow exactly at its linear baseline; a positive value starts near it, with the exact
-        baseline kept as a candidate (:meth:`baseline`). No value beat 0 on every recovery
+        baseline kept as a candidate (:meth:`baseline_candidate`). No value beat 0 on every recovery
         SCM: 0.1 lowered the binary-mediator SCM's effect errors, raised the heteroscedastic
         one's, and with the candidate kept the interaction-free baseline on 4 of 20 data sets
         (``experiments/results/flow_tuning.md``).
@@ -346,7 +346,7 @@ class SplineFlow(Generator):
         return with_least_squares_baseline(variables, x, context, weights)
 
     @nn.nowrap
-    def baseline(self, variables: Any) -> Any | None:
+    def baseline_candidate(self, variables: Any) -> Any | None:
         """The warm start with the conditioners' output layers zeroed: the linear baseline.
 
         Zero outputs make every spline and affine map the identity, so the flow is exactly the
