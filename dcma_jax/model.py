@@ -28,7 +28,8 @@ class Model:
     """Static structure of a mediation model: the graph and one generator per node.
 
     Hashable, so it is a static argument of the jitted entry points. Parameters live apart,
-    as a tuple of per-node variable pytrees in node order (mediators, then outcome).
+    as a tuple of per-node variable pytrees in node order (mediators, then outcome). Each
+    generator is stored as ``generator.for_treatment_width(graph.treatment_width)``.
     """
 
     graph: CausalGraph
@@ -47,6 +48,9 @@ class Model:
                     f"node {node.name!r} is {node.kind} but {type(generator).__name__} "
                     f"models {', '.join(type(generator).kinds)} nodes"
                 )
+        width = self.graph.treatment_width
+        adapted = tuple(g.for_treatment_width(width) for g in self.generators)
+        object.__setattr__(self, "generators", adapted)
 
     def describe(self) -> str:
         """The graph, one line a node, with each node's generator."""

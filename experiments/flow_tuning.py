@@ -60,6 +60,9 @@ DRAWS = 20_000
 DEFAULT = dj.TrainConfig()
 # The flow variants run before reduce on plateau became flow's default keep the plain schedule.
 PLAIN = dataclasses.replace(DEFAULT, plateau_epochs=0)
+# The flow variants run before the flow read the treatment's interactions (SplineFlow
+# treatment_interactions, the default since ax_baseline won here) keep the plain baseline.
+PlainBaselineFlow = functools.partial(SplineFlow, treatment_interactions=0)
 RAW = Path("experiments/results/flow_tuning_raw.csv")
 OUT = Path("experiments/results/flow_tuning.md")
 TUNING_SEEDS = range(10)
@@ -163,33 +166,39 @@ VARIANTS: dict[str, Variant] = {
     "mdn": Variant("mdn, default TrainConfig (the reference)", "mdn", "mdn"),
     "flow": Variant(
         "SplineFlow(num_layers=4), default TrainConfig",
-        SplineFlow(num_layers=4),
-        SplineFlow(num_layers=4),
+        PlainBaselineFlow(num_layers=4),
+        PlainBaselineFlow(num_layers=4),
         PLAIN,
     ),
     "patience50": Variant(
         "4 layers, patience 50",
-        SplineFlow(num_layers=4),
-        SplineFlow(num_layers=4),
+        PlainBaselineFlow(num_layers=4),
+        PlainBaselineFlow(num_layers=4),
         dataclasses.replace(PLAIN, patience=50),
     ),
     "lr1e-3": Variant(
         "4 layers, learning rate 1e-3, patience 40",
-        SplineFlow(num_layers=4),
-        SplineFlow(num_layers=4),
+        PlainBaselineFlow(num_layers=4),
+        PlainBaselineFlow(num_layers=4),
         dataclasses.replace(PLAIN, learning_rate=1e-3, patience=40),
     ),
     "layers2": Variant(
-        "SplineFlow(num_layers=2)", SplineFlow(num_layers=2), SplineFlow(num_layers=2), PLAIN
+        "SplineFlow(num_layers=2)",
+        PlainBaselineFlow(num_layers=2),
+        PlainBaselineFlow(num_layers=2),
+        PLAIN,
     ),
     "layers1": Variant(
-        "SplineFlow(num_layers=1)", SplineFlow(num_layers=1), SplineFlow(num_layers=1), PLAIN
+        "SplineFlow(num_layers=1)",
+        PlainBaselineFlow(num_layers=1),
+        PlainBaselineFlow(num_layers=1),
+        PLAIN,
     ),
     "plateau": Variant(
         "SplineFlow(num_layers=2), learning rate x0.3 and back to the best parameters every 4 "
         "epochs without improvement (plateau_epochs=4)",
-        SplineFlow(num_layers=2),
-        SplineFlow(num_layers=2),
+        PlainBaselineFlow(num_layers=2),
+        PlainBaselineFlow(num_layers=2),
         dataclasses.replace(DEFAULT, plateau_epochs=4),
     ),
     "mdn_plateau": Variant(
@@ -202,42 +211,48 @@ VARIANTS: dict[str, Variant] = {
         "the default flow (2 layers, reduce on plateau) with the conditioner's output kernel "
         "drawn N(0, 0.1^2) instead of zero (rows measured at 8b4ae3a: no baseline candidate, "
         "the output layer unnamed; rerun now it is output_init0.1_baseline)",
-        SplineFlow(output_init=0.1),
-        SplineFlow(output_init=0.1),
+        PlainBaselineFlow(output_init=0.1),
+        PlainBaselineFlow(output_init=0.1),
     ),
     "output_init0.1_baseline": Variant(
         "output_init0.1 with the zero-output linear baseline kept where no trained epoch beats "
         "it on validation rows (Generator.baseline_candidate); the output layer named, so its "
         "random kernel is another draw than output_init0.1's",
-        SplineFlow(output_init=0.1),
-        SplineFlow(output_init=0.1),
+        PlainBaselineFlow(output_init=0.1),
+        PlainBaselineFlow(output_init=0.1),
     ),
     "output_init0.1_redraw": Variant(
         "output_init0.1_baseline without the baseline candidate: output_init0.1 with another "
         "draw of the output kernel",
-        _NoBaselineFlow(output_init=0.1),
-        _NoBaselineFlow(output_init=0.1),
+        _NoBaselineFlow(output_init=0.1, treatment_interactions=0),
+        _NoBaselineFlow(output_init=0.1, treatment_interactions=0),
+    ),
+    "ax_baseline": Variant(
+        "the default flow with a linear baseline that has the treatment's interactions with "
+        "the other context columns (A M, A X: the exposure-mediator interaction model)",
+        SplineFlow(),
+        SplineFlow(),
     ),
     "output_init0.3": Variant(
         "the default flow with the conditioner's output kernel drawn N(0, 0.3^2)",
-        SplineFlow(output_init=0.3),
-        SplineFlow(output_init=0.3),
+        PlainBaselineFlow(output_init=0.3),
+        PlainBaselineFlow(output_init=0.3),
     ),
     "output_init0.02": Variant(
         "the default flow with the conditioner's output kernel drawn N(0, 0.02^2)",
-        SplineFlow(output_init=0.02),
-        SplineFlow(output_init=0.02),
+        PlainBaselineFlow(output_init=0.02),
+        PlainBaselineFlow(output_init=0.02),
     ),
     "hidden32": Variant(
         "4 layers, conditioner (32, 32) (NLL probe only)",
-        SplineFlow(num_layers=4, hidden=(32, 32)),
-        SplineFlow(num_layers=4, hidden=(32, 32)),
+        PlainBaselineFlow(num_layers=4, hidden=(32, 32)),
+        PlainBaselineFlow(num_layers=4, hidden=(32, 32)),
         PLAIN,
     ),
     "layers2_hidden32": Variant(
         "2 layers, conditioner (32,) (NLL probe only)",
-        SplineFlow(num_layers=2, hidden=(32,)),
-        SplineFlow(num_layers=2, hidden=(32,)),
+        PlainBaselineFlow(num_layers=2, hidden=(32,)),
+        PlainBaselineFlow(num_layers=2, hidden=(32,)),
         PLAIN,
     ),
 }

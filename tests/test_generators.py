@@ -51,7 +51,8 @@ from dcma_jax.generators.flow import (
     spline_knots,
     spline_param_count,
 )
-from dcma_jax.generators.networks import MLP, with_logistic_baseline
+from dcma_jax.generators.networks import MLP, treatment_interactions, with_logistic_baseline
+from dcma_jax.model import build_model
 
 CONTEXT_DIM = 3
 
@@ -729,24 +730,35 @@ def _linear_rows(n: int = 400, seed: int = 3):
     )
 
 
-def test_warm_started_flow_is_the_weighted_least_squares_fit():
+@pytest.mark.parametrize("width", [0, 2])
+def test_warm_started_flow_is_the_weighted_least_squares_fit(width):
     """With a zero output layer a fresh flow's splines and affine maps are identities, so after
-    ``warm_start`` its law is exactly ``N(b + c' beta, sigma^2)`` of the weighted least-squares
-    fit (numpy's, on the rows of positive weight; sigma^2 the weighted mean squared residual)."""
-    # test_untrained_flow_with_a_zero_output_layer's flow: one compiled init
-    flow = SplineFlow(num_layers=2, hidden=(16,), output_init=0.0)
+    ``warm_start`` its law is exactly ``N(b + d' beta, sigma^2)`` of the weighted least-squares
+    fit (numpy's, on the rows of positive weight; sigma^2 the weighted mean squared residual),
+    ``d`` the context followed, with ``treatment_interactions = width``, by its first ``width``
+    columns times each later one."""
+    # test_untrained_flow_with_a_zero_output_layer's flow at width 0: one compiled init
+    flow = SplineFlow(num_layers=2, hidden=(16,), output_init=0.0, treatment_interactions=width)
     x, context, weights = _linear_rows()
     # Both jitted: op-by-op dispatch of the initialisation and of the solve took seconds.
     initial = jax.jit(init_params, static_argnums=(0, 2))(flow, jax.random.key(0), CONTEXT_DIM)
     variables = jax.jit(flow.warm_start)(initial, x, context, weights)
-    w = np.asarray(weights, np.float64)
-    design = np.column_stack([np.ones(len(w)), np.asarray(context, np.float64)])
+    w, c = np.asarray(weights, np.float64), np.asarray(context, np.float64)
+    products = [c[:, i] * c[:, j] for i in range(width) for j in range(width, CONTEXT_DIM)]
+    design = np.column_stack([np.ones(len(w)), c, *products])
     root = np.sqrt(w)[:, None]
     beta = np.linalg.lstsq(root * design, root[:, 0] * np.asarray(x[:, 0], np.float64))[0]
     residual = np.asarray(x[:, 0], np.float64) - design @ beta
     sigma = math.sqrt(np.sum(w * residual**2) / np.sum(w))
     expected = scipy.stats.norm.logpdf(np.asarray(x[:, 0]), design @ beta, sigma)
     np.testing.assert_allclose(_apply(flow, "log_prob", variables, x, context), expected, atol=2e-4)
+
+
+def test_a_model_gives_its_flows_the_treatment_width(default_data):
+    # None (the default) becomes the graph's treatment width; an explicit count is kept.
+    model = build_model(default_data, {"M": "flow", "Y": SplineFlow(treatment_interactions=0)})
+    assert [g.treatment_interactions for g in model.generators] == [1, 0]
+    assert SplineFlow().treatment_interactions is None
 
 
 def test_logistic_baseline_matches_statsmodels_logit():
@@ -768,3 +780,14 @@ def test_logistic_baseline_matches_statsmodels_logit():
     reference = sm.Logit(y, sm.add_constant(context)).fit(disp=0).params
     estimate = np.concatenate([np.asarray(fitted["bias"]), np.asarray(fitted["kernel"][:, 0])])
     np.testing.assert_allclose(estimate, reference, atol=1e-4)
+
+
+def test_treatment_interactions_append_each_treatment_column_times_each_later_one():
+    context = jnp.arange(1.0, 9.0).reshape(2, 4)  # rows (1, 2, 3, 4) and (5, 6, 7, 8)
+    np.testing.assert_array_equal(treatment_interactions(context, 0), context)
+    np.testing.assert_array_equal(treatment_interactions(context, 1)[0], [1, 2, 3, 4, 2, 3, 4])
+    # width 2: a1 * (x1, x2), then a2 * (x1, x2)
+    np.testing.assert_array_equal(
+        treatment_interactions(context, 2)[1], [5, 6, 7, 8, 35, 40, 42, 48]
+    )
+    assert treatment_interactions(context[0], 1).shape == (7,)

@@ -103,6 +103,10 @@ class Generator(nn.Module):
       least-squares linear-Gaussian fit (:class:`~dcma_jax.generators.networks.LinearBaseline`),
       so that early stopping shrinks them towards that fit rather than towards no dependence
       on the context.
+    * ``for_treatment_width(width) -> Generator`` (optional, plain method): the generator for
+      a node whose context starts with a treatment block of ``width`` columns; a
+      :class:`~dcma_jax.model.Model` applies it to every generator it is built with. Default:
+      unchanged.
     * ``baseline_candidate(variables) -> variables | None`` (optional, plain method, traced):
       given the warm-started variables, those of the family's linear baseline where the start
       is only close to it (a randomly initialised output layer). Early stopping keeps the
@@ -232,6 +236,11 @@ class Generator(nn.Module):
         Pure and traceable: it runs under ``jit`` and under the bootstrap's ``vmap``.
         """
         return variables
+
+    @nn.nowrap
+    def for_treatment_width(self, width: int) -> Generator:
+        """The generator for contexts whose first ``width`` columns are the treatment: itself."""
+        return self
 
     @nn.nowrap
     def baseline_candidate(self, variables: Any) -> Any | None:

@@ -42,6 +42,21 @@ class LinearBaseline(nn.Module):
         return bias + context @ coef, log_scale
 
 
+def treatment_interactions(context: jax.Array, width: int) -> jax.Array:
+    r"""The context followed by each of its first ``width`` columns times each later column.
+
+    A node's context starts with its treatment block (``CausalGraph.context``), so these are
+    the treatment's interactions with the parent mediators and the covariates: a linear model
+    of them is the exposure-mediator interaction model ``Y ~ A + M + A M + X + A X``.
+    ``(..., c) -> (..., c + width (c - width))``; ``width = 0`` returns ``context``.
+    """
+    if not width:
+        return context
+    treatment, rest = context[..., :width], context[..., width:]
+    products = treatment[..., :, None] * rest[..., None, :]
+    return jnp.concatenate([context, products.reshape(*context.shape[:-1], -1)], axis=-1)
+
+
 def with_least_squares_baseline(
     variables: Any,
     x: jax.Array,
