@@ -205,7 +205,8 @@ def _run_child(spec: dict, timeout: float) -> tuple[list[dict], str | None]:
 
 
 def _output_bytes(draws: int) -> float:
-    """Bytes of the returned draws, twice (``lax.map`` stacks chunks, then they are reshaped)."""
+    """Bytes of the returned draws, twice: one device writes them in place (once), several
+    stack their chunks and join them (twice); the bound covers both."""
     return 2 * (NUM_ARMS * draws * 2 * 4 + draws * 4)
 
 
