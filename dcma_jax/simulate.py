@@ -456,8 +456,9 @@ def _draw_in_place(draw, n_chunks: int, num_draws: int) -> tuple[jax.Array, ...]
     chunk's work.
 
     ``lax.map`` would stack the chunks as ``(n_chunks, n_arms, size)`` and need a second
-    output-sized buffer to lay them out (``benchmarks/bench_core.py`` section 1: at 1e7 linear
-    draws peak RSS 617 -> 317 MiB, 1.4x faster).
+    output-sized buffer to lay them out (measured as a prototype in ``benchmarks/bench_core.py``
+    section 1, which keeps that layout as its reference row: at 1e7 linear draws peak RSS
+    617 -> 317 MiB, 1.4x faster).
     """
     chunk = jax.eval_shape(draw, 0)
     size = chunk[0].shape[DRAW_AXES[0]]
