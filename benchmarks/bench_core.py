@@ -492,6 +492,7 @@ def _chunk_rows(gen: str, draws: int, params, params_path: str, rounds: int, log
     return rows
 
 
+# --------------------------------------------------------------------------------------------
 # section 3: anatomy of one mdn simulate call, and what-if variants
 
 
