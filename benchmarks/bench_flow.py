@@ -116,11 +116,15 @@ def matmul_rate(repeats: int) -> float:
 
 
 def flow_flops_per_sample(flow: SplineFlow, context_dim: int) -> int:
-    """Dense-layer FLOPs of one sample: 2 per multiply-add of the context network(s)."""
+    """Dense-layer FLOPs of one sample: 2 per multiply-add of the context network(s).
+
+    The networks read the context and its treatment interactions (``flow._features``).
+    """
     per_layer_out = 3 * flow.num_bins - 1 + 2
     nets = 1 if flow.shared_conditioner else flow.num_layers
     out = per_layer_out * (flow.num_layers if flow.shared_conditioner else 1)
-    sizes = [context_dim, *flow.hidden, out]
+    width = flow.treatment_interactions or 0
+    sizes = [context_dim + width * (context_dim - width), *flow.hidden, out]
     return nets * sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
 
@@ -250,11 +254,10 @@ def compare_with_flowjax(repeats: int) -> None:
 def mediation_model(generator) -> tuple[Model, tuple]:
     graph = CausalGraph.chain(["M"], ["continuous"], "Y", "continuous")
     model = Model(graph, (generator, generator), NUM_COVARIATES)
+    # The model's generators: the flow's treatment interactions filled in for the graph.
     params = tuple(
-        perturbed(
-            init_params(generator, jax.random.key(j), graph.context_dim(j, NUM_COVARIATES)), 10 + j
-        )
-        for j in range(2)
+        perturbed(init_params(g, jax.random.key(j), graph.context_dim(j, NUM_COVARIATES)), 10 + j)
+        for j, g in enumerate(model.generators)
     )
     return model, params
 
@@ -288,8 +291,8 @@ def bench_simulate(sizes_flow, sizes_diffusion, gflops_matmul: float, repeats: i
         draws = n * len(arms)
         if isinstance(generator, SplineFlow):
             flops = draws * sum(
-                flow_flops_per_sample(generator, model.graph.context_dim(j, NUM_COVARIATES))
-                for j in range(2)
+                flow_flops_per_sample(g, model.graph.context_dim(j, NUM_COVARIATES))
+                for j, g in enumerate(model.generators)
             )
             rate = flops / t / 1e9
             share = f"{100 * rate / gflops_matmul:>7.1f}%"
