@@ -22,6 +22,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,7 @@ DISTANCES = ("wasserstein", "energy")
 KEY = ["study", "family", "n", "seed"]
 ROW = ["effect", "functional", "level"]
 TRUTH_DRAWS = 1_000_000
+Z90 = NormalDist().inv_cdf(0.95)
 
 
 def functionals(study) -> dj.FunctionalSpec:
@@ -141,6 +143,9 @@ def summarise(raw: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
                 "within_3sd": (group.error.abs() <= 3 * sd).mean() if sd > 0 else math.nan,
                 "cover90": group.in90.mean(),
                 "cover95": group.in95.mean(),
+                "width_ratio": (group.high90 - group.low90).mean() / (2 * Z90 * sd)
+                if sd > 0
+                else math.nan,
                 "flagged": group.flagged.mean() > 0.5,
             }
         )
@@ -169,8 +174,49 @@ def headline(rows: pd.DataFrame) -> pd.DataFrame:
         within_3sd=("within_3sd", "mean"),
         cover90=("cover90", "mean"),
         cover95=("cover95", "mean"),
+        width_ratio=("width_ratio", "median"),
     )
     return out.reset_index()
+
+
+def perfect_bootstrap(replicates: int, level: float, trials: int = 200_000) -> tuple[float, float]:
+    """Coverage and width of the percentile interval of ``replicates`` perfect replicates.
+
+    The replicates are drawn from the estimator's own sampling distribution (normal, SD 1)
+    about the estimate; the bounds are ``numpy.percentile`` of them, as
+    :func:`dcma_jax.inference.percentile_interval` takes them. With few replicates the bounds
+    sit inside the true quantiles, so even this ideal covers less than ``level``: the
+    figures a study's coverage and ``width_ratio`` at that B are to be compared with.
+    Returns ``(coverage, mean width / (2 z_level))``; Monte Carlo with a fixed seed (SE about
+    0.001 at 200,000 trials).
+    """
+    rng = np.random.default_rng(0)
+    tail = 100.0 * (1.0 - level) / 2.0
+    inside, width = 0, 0.0
+    for start in range(0, trials, 20_000):
+        size = min(20_000, trials - start)
+        error = rng.normal(size=size)  # estimate - truth
+        spread = rng.normal(size=(size, replicates))  # replicate - estimate
+        low, high = np.percentile(spread, (tail, 100.0 - tail), axis=1)
+        inside += int(np.sum((low <= -error) & (-error <= high)))
+        width += float(np.sum(high - low))
+    return inside / trials, width / trials / (2.0 * NormalDist().inv_cdf(0.5 + level / 2.0))
+
+
+def _interval_reference(raw: pd.DataFrame) -> str:
+    sizes = sorted(int(b) for b in raw.bootstrap.unique() if b > 0)
+    if not sizes:
+        return "* No intervals (B = 0)."
+    ideal = []
+    for b in sizes:
+        (c90, w90), (c95, _) = perfect_bootstrap(b, 0.90), perfect_bootstrap(b, 0.95)
+        ideal.append(f"B = {b}: cover90 {c90:.3f}, cover95 {c95:.3f}, width_ratio {w90:.3f}")
+    return (
+        "* What they are to be compared with: a perfect bootstrap (replicates drawn from the "
+        f"estimator's own sampling distribution) gives {'; '.join(ideal)} "
+        "(`perfect_bootstrap`): the percentiles of few replicates sit inside the true "
+        "quantiles. The gap closes as B grows (cover90 0.898, cover95 0.949 at B = 1000)."
+    )
 
 
 def report(raw: pd.DataFrame, truth: pd.DataFrame, raw_name: str) -> str:
@@ -208,6 +254,10 @@ def report(raw: pd.DataFrame, truth: pd.DataFrame, raw_name: str) -> str:
         "* `within_3sd`: share of data sets whose estimate is within 3 sd of the truth.",
         "* `cover90`, `cover95`: share of intervals containing the truth (binomial SE "
         "sqrt(p(1-p)/R), about 0.07 at R = 20 for p = 0.9).",
+        "* `width_ratio`: the mean 90 % interval width over 2 x 1.645 sd, the width a "
+        "normal interval with the sampling SD has; sharper than coverage at R = 20, whose "
+        "rows share each data set's luck.",
+        _interval_reference(raw),
         "* Well-supported rows only in the headline; rows whose arms the overlap diagnostic "
         "flags in most data sets are listed apart.",
         "",

@@ -4,6 +4,7 @@ The smoke runs of custom_generator, sensitivity, framing and recovery (13-21 s e
 slow-marked to keep the default suite near 10 minutes: run them with ``scripts/test.sh --slow``.
 """
 
+import math
 import runpy
 import sys
 
@@ -103,3 +104,18 @@ def test_doubly_robust_runs_quick(tmp_path, monkeypatch):
     rows = raw.read_text().count("\n")
     runpy.run_path(argv[0], run_name="__main__")  # resumable: nothing left to run
     assert raw.read_text().count("\n") == rows
+
+
+@pytest.mark.parametrize(("level", "bracket"), [(0.90, (25, 27)), (0.95, (27, 29))])
+def test_perfect_bootstrap_is_within_the_order_statistics_bracket(level, bracket, monkeypatch):
+    # 30 replicates: numpy's percentile bounds interpolate between order statistics
+    # X_(r) <= low <= X_(r+1) and X_(s) <= high <= X_(s+1), and a new draw falls between
+    # X_(i) and X_(j) with probability (j - i) / 31 whatever the distribution: at 90 %,
+    # r = 2, s = 28, so the coverage lies in [25 / 31, 27 / 31]; at 95 %, r = 1, s = 29.
+    monkeypatch.syspath_prepend("experiments")
+    from recovery import perfect_bootstrap
+
+    coverage, _ = perfect_bootstrap(30, level, trials=40_000)
+    mc_se = math.sqrt(0.25 / 40_000)
+    assert bracket[0] / 31 - 3 * mc_se < coverage < bracket[1] / 31 + 3 * mc_se
+    assert coverage < level - 0.03  # well below nominal: the figure a B = 30 study meets
