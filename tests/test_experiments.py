@@ -119,3 +119,16 @@ def test_perfect_bootstrap_is_within_the_order_statistics_bracket(level, bracket
     mc_se = math.sqrt(0.25 / 40_000)
     assert bracket[0] / 31 - 3 * mc_se < coverage < bracket[1] / 31 + 3 * mc_se
     assert coverage < level - 0.03  # well below nominal: the figure a B = 30 study meets
+
+
+@pytest.mark.slow  # suite time: about 40 s, most of it compiling
+def test_seed_averaging_runs_quick(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend("experiments")
+    out, raw = tmp_path / "seed_averaging.md", tmp_path / "raw.csv"
+    argv = ["experiments/seed_averaging.py", "--quick", "--out", str(out), "--raw", str(raw)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(argv[0], run_name="__main__")
+    report = out.read_text()
+    assert "| linear | mdn | 300 | mean | 3 |" in report  # 3 data sets, 2 fits each
+    shares = [float(line.split("|")[-2]) for line in report.splitlines() if "| 300 | " in line]
+    assert all(0.0 <= share < 1.0 for share in shares[:5])  # the Monte Carlo share of each group
