@@ -133,8 +133,9 @@ def rows_table(per_row: pd.DataFrame) -> pd.DataFrame:
     return out.rename(columns={"level_key": "level"}).replace({"level": {-1.0: np.nan}})
 
 
-def headline(per_row: pd.DataFrame) -> pd.DataFrame:
-    """Per cell and functional group: median shares, RMSEs and the paired MSE change."""
+def headline(per_row: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """Per cell and functional group: median shares (of ``rows``, from :func:`rows_table`),
+    RMSEs and the paired MSE change."""
     members = _members(per_row)
     k = len(members)
     est = per_row[members].to_numpy()
@@ -145,7 +146,7 @@ def headline(per_row: pd.DataFrame) -> pd.DataFrame:
     )
     per_set = per_row.groupby([*KEY, "group"], sort=False)[["se_one", "se_two", "se_all"]].mean()
     per_set["diff"] = per_set.se_all - per_set.se_one
-    rows = rows_table(per_row).assign(group=lambda t: _group(t))
+    rows = rows.assign(group=_group(rows))
 
     def one(group: pd.DataFrame) -> pd.Series:
         r = len(group)
@@ -178,6 +179,7 @@ def timing_table(raw: pd.DataFrame) -> pd.DataFrame:
 def report(raw: pd.DataFrame, truth: pd.DataFrame, raw_name: str) -> str:
     """The markdown report of the raw rows."""
     per_row = _per_row(raw, truth)
+    rows = rows_table(per_row)
     k = len(_members(per_row))
     studies = {name: RECOVERY_STUDIES[name] for name in raw.study.unique()}
     text = [
@@ -210,7 +212,7 @@ def report(raw: pd.DataFrame, truth: pd.DataFrame, raw_name: str) -> str:
         "",
         "## Headline",
         "",
-        markdown_table(headline(per_row)),
+        markdown_table(headline(per_row, rows)),
         "",
         "## Seconds per fit and its queries (median)",
         "",
@@ -218,7 +220,7 @@ def report(raw: pd.DataFrame, truth: pd.DataFrame, raw_name: str) -> str:
         "",
         "## Every effect row",
         "",
-        markdown_table(rows_table(per_row)),
+        markdown_table(rows),
         "",
     ]
     return "\n".join(text)
